@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from workers.topology import Topology, load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FakeMessage:
+    """Stands in for confluent_kafka.Message in pure-logic tests."""
+
+    _value: bytes | None
+    _key: bytes | None = b"k"
+    _topic: str = "transactions"
+    _partition: int = 0
+    _offset: int = 0
+    _error: object = None
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> object:
+        return self._error
+
+
+@pytest.fixture(scope="session")
+def topology() -> Topology:
+    return load_topology(ROOT / "topologies" / "fraud.yaml")
+
+
+def good_event(i: int = 0, **over: object) -> dict[str, object]:
+    ev: dict[str, object] = {
+        "event_id": f"e{i}", "card_id": "c1", "merchant_id": "m1", "amount": 12.5,
+        "currency": "EUR", "country": "DE", "device_id": "d1", "event_time_ms": 1_700_000_000_000,
+    }
+    ev.update(over)
+    return ev

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+
+from workers.batcher import MicroBatcher
+from workers.events import EventBatch
+
+
+def make(n: int, start: int = 0) -> EventBatch:
+    e = EventBatch.empty()
+    o = np.array([f"e{i}" for i in range(start, start + n)], dtype=object)
+    return EventBatch(**{**{k: np.resize(getattr(e, k), n) for k in EventBatch.__dataclass_fields__},
+                         "event_id": o, "offset": np.arange(start, start + n, dtype=np.int64),
+                         "amount": np.zeros(n), "event_time_ms": np.zeros(n, dtype=np.int64),
+                         "partition": np.zeros(n, dtype=np.int64),
+                         "received_ns": np.zeros(n, dtype=np.int64)})
+
+
+def test_flush_at_max_batch_and_keeps_order() -> None:
+    b = MicroBatcher(max_batch=4, max_wait_ms=1000)
+    b.add(make(3, 0), now_ns=0)
+    assert b.ready(0) is None
+    b.add(make(3, 3), now_ns=0)
+    out = b.ready(0)
+    assert out is not None and out.offset.tolist() == [0, 1, 2, 3]
+    assert len(b) == 2
+    assert b.ready(0) is None  # remainder waits for time or size
+
+
+def test_flush_at_max_wait() -> None:
+    b = MicroBatcher(max_batch=100, max_wait_ms=5)
+    b.add(make(2), now_ns=1_000_000)
+    assert b.ready(5_999_999) is None
+    assert b.time_left_s(2_000_000) > 0
+    out = b.ready(6_000_000)
+    assert out is not None and len(out) == 2 and len(b) == 0
+
+
+def test_drain_splits_into_max_batches() -> None:
+    b = MicroBatcher(max_batch=3, max_wait_ms=1000)
+    b.add(make(8), now_ns=0)
+    sizes = [len(x) for x in b.drain(0)]
+    assert sizes == [3, 3, 2]
+    assert b.room() == 3

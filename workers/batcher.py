@@ -1,0 +1,70 @@
+"""Cross-key micro-batching of the whole consumed stream.
+
+A batch is flushed when it holds ``max_batch`` events or when its oldest event has waited
+``max_wait_ms``, whichever comes first. Pieces arrive as ``EventBatch`` column chunks (one per
+``consume`` call) and are concatenated once per flush, not per event.
+"""
+
+from __future__ import annotations
+
+from workers.events import EventBatch
+
+import numpy as np
+
+
+class MicroBatcher:
+    def __init__(self, max_batch: int, max_wait_ms: int) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self.max_wait_ns = max_wait_ms * 1_000_000
+        self._pieces: list[EventBatch] = []
+        self._size = 0
+        self._oldest_ns: int | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def room(self) -> int:
+        """How many events the next consume call should ask for."""
+        return max(1, self.max_batch - self._size)
+
+    def add(self, batch: EventBatch, now_ns: int) -> None:
+        if len(batch) == 0:
+            return
+        if self._oldest_ns is None:
+            self._oldest_ns = now_ns
+        self._pieces.append(batch)
+        self._size += len(batch)
+
+    def time_left_s(self, now_ns: int) -> float:
+        """Seconds until the current batch must flush (max_wait if empty)."""
+        if self._oldest_ns is None:
+            return self.max_wait_ns / 1e9
+        return max(0.0, (self._oldest_ns + self.max_wait_ns - now_ns) / 1e9)
+
+    def ready(self, now_ns: int) -> EventBatch | None:
+        """The next batch if full or timed out, else None. Call until it returns None."""
+        if self._size == 0:
+            return None
+        if self._size < self.max_batch and self.time_left_s(now_ns) > 0:
+            return None
+        return self._take(now_ns)
+
+    def drain(self, now_ns: int) -> list[EventBatch]:
+        """Everything pending, in batches of at most max_batch (used at shutdown)."""
+        out = []
+        while self._size:
+            out.append(self._take(now_ns))
+        return out
+
+    def _take(self, now_ns: int) -> EventBatch:
+        whole = EventBatch.concat(self._pieces)
+        if len(whole) <= self.max_batch:
+            self._pieces, self._size, self._oldest_ns = [], 0, None
+            return whole
+        head = whole.take(np.arange(self.max_batch))
+        rest = whole.take(np.arange(self.max_batch, len(whole)))
+        self._pieces, self._size = [rest], len(rest)
+        # The remainder has waited since the original oldest event: it may flush right away.
+        return head

@@ -1,0 +1,80 @@
+"""Process-wide settings: the one place where environment variables are read.
+
+Everything a deployment changes without editing a topology (where Kafka and Redis live, where local
+state goes) is here, typed, with a default. Environment variables use the prefix ``STREAMSCORE_``,
+e.g. ``STREAMSCORE_KAFKA_BOOTSTRAP=broker:9092``. Topology files describe *what* a worker does;
+settings describe *where* it runs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (host:port[,host:port])"
+    )
+    kafka_security_protocol: str = Field("PLAINTEXT", description="librdkafka security.protocol")
+    kafka_sasl_mechanism: str | None = Field(None, description="librdkafka sasl.mechanism")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis holding Feast's online store"
+    )
+    redis_password: SecretStr | None = None
+
+    state_dir: Path = Field(
+        PROJECT_ROOT / ".streamscore",
+        description="Local stack data, logs and pid files (git-ignored)",
+    )
+    feature_repo: Path = Field(PROJECT_ROOT / "feature_repo", description="Feast repository")
+    models_dir: Path = Field(PROJECT_ROOT / "models", description="Root of model artifacts")
+
+    kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker")
+    startup_timeout_s: float = Field(60.0, description="How long `dev up` waits for services")
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        first = self.kafka_bootstrap.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        return (host or "127.0.0.1", int(port or 9092))
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        u = urlparse(self.redis_url)
+        return (u.hostname or "127.0.0.1", u.port or 6379)
+
+    @property
+    def redis_db(self) -> int:
+        path = urlparse(self.redis_url).path.strip("/")
+        return int(path) if path else 0
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings for connecting, shared by every client this process makes."""
+        conf = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return conf
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

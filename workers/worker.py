@@ -1,0 +1,342 @@
+"""The scoring worker: source -> decode -> batcher -> [features -> engine -> decide -> sink].
+
+Two threads. The consumer thread (the caller of ``run``) consumes in batches, decodes, dead-letters
+bad input, assembles micro-batches and commits offsets. The scoring thread takes whole micro-batches
+from a bounded queue and runs features, engine and decide, then produces decisions. So the next
+batch is assembled while the engine runs; when the queue is full the input partitions are paused.
+
+Every consumed message ends as exactly one decision or one dead letter; offsets are committed only
+after the broker acknowledged it (at-least-once). SIGINT/SIGTERM: stop consuming, score what is
+in flight, flush, commit, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from workers import featurize, metrics
+from workers.batcher import MicroBatcher
+from workers.decide import Decider, ModelInfo
+from workers.decode import Decoder
+from workers.engines import Engine, make_engine
+from workers.engines.base import default_buckets
+from workers.events import EventBatch
+from workers.features import FeatureReader, make_reader
+from workers.manifest import ModelManifest, load_manifest
+from workers.offsets import OffsetTracker
+from workers.settings import Settings, get_settings
+from workers.sink import KafkaSink
+from workers.source import KafkaSource
+from workers.topology import Topology
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    batches: int = 0
+    fallbacks: int = 0
+    verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    stage_ms: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    paused_times: int = 0
+    started_s: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    def __init__(
+        self,
+        topology: Topology,
+        settings: Settings | None = None,
+        *,
+        reader: FeatureReader | None = None,
+        engine: Engine | None = None,
+        max_events: int | None = None,
+        idle_exit_s: float | None = None,
+        progress: Callable[[Worker], None] | None = None,
+        progress_interval_s: float = 1.0,
+        commit_interval_ms: int = 200,
+        install_signals: bool = True,
+    ) -> None:
+        self.topology = topology
+        self.settings = settings or get_settings()
+        self.manifest: ModelManifest = load_manifest(
+            self.settings.models_dir, topology.model.name, topology.model.version
+        )
+        self._reader = reader
+        self._engine = engine
+        self._max_events = max_events
+        self._idle_exit_s = idle_exit_s
+        self._progress = progress
+        self._progress_interval_s = progress_interval_s
+        self._commit_interval_ns = commit_interval_ms * 1_000_000
+        self._install_signals = install_signals
+        self.stats = WorkerStats()
+        self.tracker = OffsetTracker()
+        self._stop = threading.Event()
+        b = topology.batching
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=b.max_inflight_batches)
+        self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
+        self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
+        self._entity_fields = dict(topology.entities)
+        self.sink: KafkaSink | None = None
+        self.source: KafkaSource | None = None
+        self._decider: Decider | None = None
+        self.ready = threading.Event()
+        self.error: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping after in-flight work", signum)
+        self._stop.set()
+
+    def _prepare(self) -> tuple[FeatureReader, Engine]:
+        reader = self._reader or make_reader(self.topology, self.settings, self.manifest)
+        engine = self._engine or make_engine(self.topology.model, self.settings.models_dir)
+        engine.load()
+        engine.warm_up(default_buckets(self.topology.batching.max_batch))
+        self._decider = Decider(
+            self.topology.id,
+            self.topology.policy,
+            ModelInfo(
+                self.manifest.name, self.manifest.version, self.topology.model.variant,
+                engine.name,
+            ),
+            self.manifest.feature_order,
+        )
+        return reader, engine
+
+    def run(self) -> int:
+        reader, engine = self._prepare()
+        self.sink = KafkaSink(self.topology, self.settings, self.tracker)
+        self.source = KafkaSource(self.topology, self.settings, self.tracker, self._drain_for_revoke)
+        self.source.check_broker()
+        if self._install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGTERM, self._on_signal)
+        scorer = threading.Thread(
+            target=self._score_loop, args=(reader, engine), name="scorer", daemon=True
+        )
+        scorer.start()
+        self.source.subscribe()
+        self.ready.set()
+        try:
+            self._consume_loop()
+        finally:
+            code = self._shutdown(scorer)
+            reader.close()
+        return code
+
+    # ---- consumer thread -------------------------------------------------------------------
+    def _consume_loop(self) -> None:
+        assert self.source is not None and self.sink is not None
+        src, sink, batcher = self.source, self.sink, self._batcher
+        max_inflight = self.topology.batching.max_inflight_batches
+        last_commit = last_progress = last_msg = time.monotonic_ns()
+        while not self._stop.is_set():
+            now = time.monotonic_ns()
+            timeout = 0.05 if src.paused else batcher.time_left_s(now)
+            msgs = src.consume(batcher.room(), max(timeout, 0.001))
+            now_wall = time.time_ns()
+            if msgs:
+                last_msg = time.monotonic_ns()
+                self._register(msgs)
+                batch, dead = self._decoder.decode(msgs)
+                if dead:
+                    reasons: dict[str, int] = defaultdict(int)
+                    for d in dead:
+                        reasons[d.reason] += 1
+                    for r, c in reasons.items():
+                        self.stats.dead_reasons[r] += c
+                        metrics.DEAD_LETTERS.labels(self.topology.id, r).inc(c)
+                    sink.send_dead_letters(dead)
+                batcher.add(batch, now_wall)
+            while (ready := batcher.ready(time.time_ns())) is not None:
+                self._enqueue(ready)
+            # Backpressure: pause input while the scoring stage has a full queue.
+            if self._queue.qsize() >= max_inflight:
+                if not src.paused:
+                    self.stats.paused_times += 1
+                src.pause()
+            elif src.paused and self._queue.qsize() <= max_inflight // 2:
+                src.resume()
+            sink.poll(0)
+            now = time.monotonic_ns()
+            if now - last_commit >= self._commit_interval_ns:
+                src.commit()
+                last_commit = now
+            if self.tracker.failed:
+                self.error = self.tracker.failed[0]
+                log.error("stopping: %s", self.error)
+                break
+            if self._progress and now - last_progress >= self._progress_interval_s * 1e9:
+                self._progress(self)
+                last_progress = now
+            if self._max_events is not None and self.done_count() >= self._max_events:
+                break
+            if (
+                self._idle_exit_s is not None
+                and now - last_msg >= self._idle_exit_s * 1e9
+                and len(batcher) == 0
+                and self.tracker.in_flight() == 0
+            ):
+                break
+
+    def _register(self, msgs: list[Any]) -> None:
+        by_tp: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for m in msgs:
+            by_tp[(m.topic(), m.partition())].append(m.offset())
+        for tp, offs in by_tp.items():
+            self.tracker.register(tp, offs)
+        self.stats.consumed += len(msgs)
+        metrics.EVENTS.labels(self.topology.id).inc(len(msgs))
+
+    def _enqueue(self, batch: EventBatch) -> None:
+        assert self.sink is not None and self.source is not None
+        while True:
+            try:
+                self._queue.put(batch, timeout=0.05)
+                return
+            except queue.Full:
+                if not self.source.paused:
+                    self.stats.paused_times += 1
+                self.source.pause()
+                self.sink.poll(0)
+
+    def _drain_for_revoke(self, tps: list[tuple[str, int]]) -> None:
+        """Before partitions are given up: score and deliver everything in flight."""
+        for b in self._batcher.drain(time.time_ns()):
+            self._enqueue(b)
+        self._queue.join()
+        if self.sink is not None:
+            self.sink.flush(30.0)
+
+    def done_count(self) -> int:
+        s = self.sink
+        return 0 if s is None else s.acked_decisions + s.acked_dead
+
+    def _shutdown(self, scorer: threading.Thread) -> int:
+        assert self.source is not None and self.sink is not None
+        if self.error is None:
+            for b in self._batcher.drain(time.time_ns()):
+                self._enqueue(b)
+        self._queue.put(_STOP)
+        scorer.join(timeout=60)
+        left = self.sink.flush(30.0)
+        if left:
+            self.error = self.error or f"{left} messages were not acknowledged by the broker"
+        if self.tracker.failed and self.error is None:
+            self.error = self.tracker.failed[0]
+        self.source.commit()
+        self.source.close()
+        if self._progress:
+            self._progress(self)
+        if self.error:
+            log.error("worker stopped with an error: %s", self.error)
+            return 1
+        return 0
+
+    # ---- scoring thread --------------------------------------------------------------------
+    def _score_loop(self, reader: FeatureReader, engine: Engine) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                assert isinstance(item, EventBatch)
+                self._score(item, reader, engine)
+            except Exception as exc:  # never silence: every row still gets a decision
+                log.exception("scoring failed for a batch; sending fallback decisions")
+                if isinstance(item, EventBatch):
+                    self._emit(item, None, None, None, [f"internal_error:{type(exc).__name__}"] * len(item), {})
+            finally:
+                self._queue.task_done()
+
+    def _score(self, batch: EventBatch, reader: FeatureReader, engine: Engine) -> None:
+        n = len(batch)
+        deadline_ms = self.topology.batching.deadline_ms
+        if deadline_ms:
+            now_ms = time.time_ns() // 1_000_000
+            expired = batch.event_time_ms + deadline_ms < now_ms
+            if expired.any():
+                self._emit(batch.take(np.flatnonzero(expired)), None, None, None,
+                           ["deadline"] * int(expired.sum()), {})
+                batch = batch.take(np.flatnonzero(~expired))
+                n = len(batch)
+                if n == 0:
+                    return
+        t0 = time.perf_counter()
+        feats = reader.fetch({f: getattr(batch, f) for f in self._entity_fields.values()})
+        t1 = time.perf_counter()
+        x = featurize.assemble(batch, feats, self.manifest)
+        bad = ~np.isfinite(x).all(axis=1)
+        why: list[str | None] = [None] * n
+        if bad.any():
+            x[bad] = 0.0
+            for i in np.flatnonzero(bad).tolist():
+                why[i] = "invalid_features"
+        t2 = time.perf_counter()
+        try:
+            scores = engine.infer(x)
+            if scores.shape[0] != n:
+                raise RuntimeError(f"engine returned {scores.shape[0]} scores for {n} rows")
+        except Exception as exc:
+            log.exception("engine failed on a batch of %d", n)
+            scores = np.full(n, np.nan, dtype=np.float32)
+            why = [f"engine_error:{type(exc).__name__}"] * n
+        scores = scores.astype(np.float32, copy=True)
+        scores[bad] = np.nan
+        t3 = time.perf_counter()
+        timings = {
+            "features": round((t1 - t0) * 1e3, 3),
+            "assemble": round((t2 - t1) * 1e3, 3),
+            "inference": round((t3 - t2) * 1e3, 3),
+        }
+        self._emit(batch, scores, x, feats, why, timings)
+        elapsed = time.perf_counter() - t0
+        self.stats.batch_ms.append(elapsed * 1e3)
+        metrics.BATCH_SECONDS.labels(self.topology.id).observe(elapsed)
+        for k, v in timings.items():
+            self.stats.stage_ms[k] += v
+
+    def _emit(self, batch: EventBatch, scores: Any, x: Any, feats: Any,
+              why: list[str | None] | list[str], timings: dict[str, float]) -> None:
+        assert self._decider is not None and self.sink is not None
+        n = len(batch)
+        if scores is None:
+            scores = np.full(n, np.nan, dtype=np.float32)
+        t = time.perf_counter()
+        d = self._decider.decide(batch, scores, x, feats, why, timings)
+        self.stats.stage_ms["decide"] += (time.perf_counter() - t) * 1e3
+        if len(d.values) != n:  # the batch contract: exactly one decision per event
+            raise RuntimeError(f"decide produced {len(d.values)} records for {n} events")
+        self.sink.send_decisions(
+            d.keys, d.values, batch.topic.tolist(), batch.partition.tolist(),
+            batch.offset.tolist(), batch.event_time_ms.tolist(),
+        )
+        self.stats.batches += 1
+        self.stats.fallbacks += d.fallbacks
+        if d.fallbacks:
+            metrics.FALLBACKS.labels(self.topology.id).inc(d.fallbacks)
+        for k, v in d.verdict_counts.items():
+            self.stats.verdicts[k] += v
+            if v:
+                metrics.DECISIONS.labels(self.topology.id, k).inc(v)
