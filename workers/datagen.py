@@ -24,6 +24,7 @@ transaction happened in and is informational only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -322,7 +323,7 @@ def _segment_cumsum(x: I64, lens: I64) -> I64:
     cs = np.cumsum(x)
     starts = np.cumsum(lens) - lens
     base = np.repeat(cs[starts] - x[starts], lens)
-    return cs - base
+    return np.asarray(cs - base, dtype=np.int64)
 
 
 def velocity(card_idx: I64, t_ms: I64, merchant_idx: I64, amount: F64) -> dict[str, np.ndarray]:
@@ -460,10 +461,11 @@ def velocity_at(world: World, as_of_ms: int) -> pd.DataFrame:
     n = len(world.cards)
 
     def in_window(w: int) -> npt.NDArray[np.bool_]:
-        return (t >= as_of_ms - w) & (t < as_of_ms)
+        return np.asarray((t >= as_of_ms - w) & (t < as_of_ms), dtype=np.bool_)
 
     w10, w1h, w1d = in_window(WINDOW_10M_MS), in_window(WINDOW_1H_MS), in_window(WINDOW_1D_MS)
-    pairs = np.unique(np.stack([idx[w1d], pd.Index(world.merchants["merchant_id"]).get_indexer(tx["merchant_id"][w1d])]), axis=1)
+    midx = pd.Index(world.merchants["merchant_id"]).get_indexer(tx["merchant_id"])
+    pairs = np.unique(np.stack([idx[w1d], midx[w1d]]), axis=1)  # distinct (card, merchant) in the day
     return pd.DataFrame(
         {
             "card_id": world.cards["card_id"].to_numpy(object),
@@ -493,7 +495,9 @@ def write_offline(world: World, data_dir: Path, ts: datetime) -> None:
     materialization stays inside the views' TTLs.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    stamp = pd.Timestamp(ts).tz_convert("UTC") if pd.Timestamp(ts).tzinfo else pd.Timestamp(ts, tz="UTC")
+    stamp = pd.Timestamp(ts)
+    # A naive datetime is taken as UTC; Feast compares these stamps with aware UTC times.
+    stamp = stamp.tz_convert("UTC") if stamp.tzinfo is not None else stamp.tz_localize("UTC")
 
     def stamped(df: pd.DataFrame) -> pd.DataFrame:
         out = df.reset_index(drop=True).copy()
@@ -514,8 +518,8 @@ def write_offline(world: World, data_dir: Path, ts: datetime) -> None:
 
 def iter_events(
     seed: int,
-    world_or_params: World | WorldParams,
-    start_ms: int,
+    world_or_params: World | WorldParams | None = None,
+    start_ms: int | None = None,
     *,
     rate_per_s: float | None = None,
     limit: int | None = None,
@@ -525,12 +529,17 @@ def iter_events(
     """Transaction events on the wire schema, endless unless ``limit`` is given.
 
     Uses the world's cards and merchants (from ``seed``; a ``WorldParams`` avoids generating the
-    historical transactions), with bursts as in training. ``unknown_frac`` of events carry a card
+    historical transactions; None means the default sizes, as ``setup_features`` uses), with
+    bursts as in training. ``start_ms`` defaults to the current wall-clock time. ``unknown_frac`` of events carry a card
     or merchant id that no table knows. Event time starts at ``start_ms`` and advances by
     ``rate_per_s`` events per second of event time; the default is the historical density, the
     only rate at which the velocity values the streaming job computes look like training's.
     Deterministic for a given (seed, params, start_ms, rate).
     """
+    if world_or_params is None:
+        world_or_params = WorldParams()
+    if start_ms is None:
+        start_ms = time.time_ns() // 1_000_000
     params = world_or_params.params if isinstance(world_or_params, World) else world_or_params
     if isinstance(world_or_params, World):
         cards, merchants = world_or_params.cards, world_or_params.merchants

@@ -25,13 +25,14 @@ VERDICTS = ("approve", "review", "decline")
 
 # (reason code, model input column, threshold): the reason fires when column > threshold.
 REASON_RULES: tuple[tuple[str, str, float], ...] = (
-    ("amount_far_above_card_usual", "amount_to_card_avg", 3.0),
-    ("country_differs_from_home", "country_mismatch", 0.5),
-    ("new_device", "device_mismatch", 0.5),
-    ("risky_merchant", "merchant_fraud_rate", 0.02),
-    ("night_time", "is_night", 0.5),
-    ("high_velocity_10m", "velocity_txn_count_10m", 3.0),
-    ("high_velocity_1h", "velocity_txn_count_1h", 8.0),
+    ("amount_far_above_card_usual", "event:amount_to_card_avg", 3.0),
+    ("country_differs_from_home", "event:country_mismatch", 0.5),
+    ("new_device", "event:device_mismatch", 0.5),
+    ("risky_merchant", "merchant_risk:fraud_rate", 0.02),
+    ("night_time", "event:is_night", 0.5),
+    ("high_velocity_10m", "card_velocity:txn_count_10m", 3.0),
+    ("high_velocity_1h", "card_velocity:txn_count_1h", 8.0),
+    ("many_merchants_1d", "card_velocity:distinct_merchants_1d", 6.0),
 )
 
 
@@ -145,6 +146,7 @@ class Decider:
                             "topic": batch.topic[i],
                             "partition": int(batch.partition[i]),
                             "offset": int(batch.offset[i]),
+                            "timestamp_ms": int(batch.kafka_ts_ms[i]),
                         },
                     }
                 )

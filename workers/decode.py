@@ -30,6 +30,7 @@ class KafkaMessage(Protocol):
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def error(self) -> Any: ...
+    def timestamp(self) -> tuple[int, int]: ...
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,10 @@ class Decoder:
         topics: list[str] = []
         parts: list[int] = []
         offs: list[int] = []
+        stamps: list[int] = []
         dead: list[DeadLetter] = []
         now_ns = time.time_ns()
+        now_ms = now_ns // 1_000_000
         for m in messages:
             topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
             try:
@@ -138,6 +141,8 @@ class Decoder:
             topics.append(topic)
             parts.append(part)
             offs.append(off)
+            ts_type, ts = m.timestamp()
+            stamps.append(ts if ts_type != 0 and ts > 0 else now_ms)  # 0: not available
         n = len(rows)
         if n == 0:
             return EventBatch.empty(), dead
@@ -164,6 +169,7 @@ class Decoder:
             partition=np.asarray(parts, dtype=np.int64),
             offset=np.asarray(offs, dtype=np.int64),
             received_ns=np.full(n, now_ns, dtype=np.int64),
+            kafka_ts_ms=np.asarray(stamps, dtype=np.int64),
         )
         return batch, dead
 

@@ -16,9 +16,15 @@ def is_user_error(exc: BaseException) -> bool:
     except ImportError:
         pass
     try:
-        from workers.manifest import ManifestError  # type: ignore[attr-defined,unused-ignore]
+        from workers.manifest import ManifestError
 
         known += (ManifestError,)
+    except ImportError:
+        pass
+    try:
+        from workers.featurestore import FeatureStoreError
+
+        known += (FeatureStoreError,)
     except ImportError:
         pass
     return isinstance(exc, known)

@@ -47,6 +47,7 @@ class EventBatch:
     partition: I64Array
     offset: I64Array
     received_ns: I64Array  # time.time_ns() when the consumer handed the message over
+    kafka_ts_ms: I64Array  # the Kafka record timestamp: when the event entered the stream
 
     def __len__(self) -> int:
         return int(self.amount.shape[0])
@@ -73,7 +74,7 @@ class EventBatch:
         return EventBatch(
             event_id=o, card_id=o, merchant_id=o, amount=np.empty(0, dtype=np.float64),
             currency=o, country=o, device_id=o, event_time_ms=i, trace_id=o, key=o, topic=o,
-            partition=i, offset=i, received_ns=i,
+            partition=i, offset=i, received_ns=i, kafka_ts_ms=i,
         )
 
 

@@ -28,7 +28,8 @@ def make_reader(topology: Topology, settings: Settings, manifest: ModelManifest)
     if spec.reader == "feast_sdk":
         from workers.featurestore import FeastSdkReader
 
-        return FeastSdkReader(settings.feature_repo, spec.feature_service, manifest)
+        return FeastSdkReader(settings.feature_repo, spec.feature_service, manifest,
+                              settings=settings)
     from workers.fastfeatures import FastRedisReader  # type: ignore[import-not-found,unused-ignore]
 
     reader: FeatureReader = FastRedisReader.from_topology(topology, settings, manifest)

@@ -1,8 +1,9 @@
 """Load producer: generated transactions (and, on request, malformed ones) to the input topic.
 
 Events come from ``datagen.iter_events`` with the same seed as the Feast data, so their cards and
-merchants exist in the online store (about 1% deliberately do not). ``event_time_ms`` is stamped
-at send time, so end-to-end latency is measured from here to the decision's acknowledgement.
+merchants exist in the online store (about 1% deliberately do not). ``event_time_ms`` is the
+generator's simulated clock (at training density, so velocity features stay realistic); the Kafka
+record timestamp is the wall clock at send time, and end-to-end latency and deadlines use that.
 Malformed events cover every dead-letter reason the decoder knows.
 """
 
@@ -89,7 +90,6 @@ def produce(
                 p.poll(0)
                 time.sleep(delay)
         ev = next(events)
-        ev["event_time_ms"] = time.time_ns() // 1_000_000
         key = str(ev["card_id"]).encode()
         if malformed_fraction and rnd.random() < malformed_fraction:
             value = _malformed(ev, MALFORMED_KINDS[report.malformed % len(MALFORMED_KINDS)],

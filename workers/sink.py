@@ -43,7 +43,7 @@ class KafkaSink:
         self._producer = Producer(producer_config(topology, settings), logger=log)
         self.acked_decisions = 0
         self.acked_dead = 0
-        self.e2e_ms: list[float] = []  # event time -> ack, sampled for the summary
+        self.e2e_ms: list[float] = []  # Kafka record timestamp -> decision acked, for the summary
         self._e2e_cap = 200_000
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, cb: Any,
@@ -55,18 +55,18 @@ class KafkaSink:
             except BufferError:
                 self._producer.poll(0.05)
 
-    def _ack(self, tp: tuple[str, int], offset: int, event_ms: int | None) -> Any:
+    def _ack(self, tp: tuple[str, int], offset: int, stream_ms: int | None) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 self._tracker.mark_failed(f"delivery to {msg.topic()} failed: {err}")
                 return
             self._tracker.mark_done(tp, offset)
-            if event_ms is None:
+            if stream_ms is None:
                 self.acked_dead += 1
             else:
                 self.acked_decisions += 1
                 if len(self.e2e_ms) < self._e2e_cap:
-                    self.e2e_ms.append(time.time_ns() / 1e6 - event_ms)
+                    self.e2e_ms.append(time.time_ns() / 1e6 - stream_ms)
 
         return cb
 
@@ -77,10 +77,10 @@ class KafkaSink:
         topics: Sequence[str],
         partitions: Sequence[int],
         offsets: Sequence[int],
-        event_ms: Sequence[int],
+        stream_ms: Sequence[int],
     ) -> None:
         out = self._topology.output.topic
-        for k, v, t, p, o, e in zip(keys, values, topics, partitions, offsets, event_ms):
+        for k, v, t, p, o, e in zip(keys, values, topics, partitions, offsets, stream_ms):
             self._produce(out, v, k, self._ack((t, p), o, e))
         self._producer.poll(0)
 

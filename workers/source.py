@@ -106,6 +106,10 @@ class KafkaSource:
                 log.warning("consumer error: %s", err)
         return good
 
+    @property
+    def has_assignment(self) -> bool:
+        return bool(self._assigned)
+
     def pause(self) -> None:
         if not self.paused:
             self.paused = True

@@ -39,6 +39,9 @@ class FakeMessage:
     def error(self) -> object:
         return self._error
 
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)  # TIMESTAMP_CREATE_TIME
+
 
 @pytest.fixture(scope="session")
 def topology() -> Topology:

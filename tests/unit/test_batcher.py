@@ -13,7 +13,8 @@ def make(n: int, start: int = 0) -> EventBatch:
                          "event_id": o, "offset": np.arange(start, start + n, dtype=np.int64),
                          "amount": np.zeros(n), "event_time_ms": np.zeros(n, dtype=np.int64),
                          "partition": np.zeros(n, dtype=np.int64),
-                         "received_ns": np.zeros(n, dtype=np.int64)})
+                         "received_ns": np.zeros(n, dtype=np.int64),
+                         "kafka_ts_ms": np.zeros(n, dtype=np.int64)})
 
 
 def test_flush_at_max_batch_and_keeps_order() -> None:
