@@ -61,8 +61,11 @@ class Decider:
         feature_order: Sequence[str],
         top_reasons: int = 3,
     ) -> None:
+        if policy.review_at is None or policy.decline_at is None:
+            raise ValueError("Decider needs a resolved policy (PolicySpec.resolved)")
         self._stage = stage
-        self._policy = policy
+        self._review_at = policy.review_at
+        self._decline_at = policy.decline_at
         self._model = {
             "name": model.name, "version": model.version,
             "variant": model.variant, "engine": model.engine,
@@ -75,8 +78,8 @@ class Decider:
     def verdicts(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:
         """0 approve, 1 review, 2 decline; NaN scores take the fallback verdict."""
         v = np.zeros(scores.shape[0], dtype=np.int8)
-        v[scores >= self._policy.review_at] = 1
-        v[scores >= self._policy.decline_at] = 2
+        v[scores >= self._review_at] = 1
+        v[scores >= self._decline_at] = 2
         v[np.isnan(scores)] = self._fallback_code
         return v
 

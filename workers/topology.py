@@ -110,15 +110,31 @@ class BatchingSpec(_Model):
 
 
 class PolicySpec(_Model):
-    review_at: float = Field(ge=0.0, le=1.0)
-    decline_at: float = Field(ge=0.0, le=1.0)
+    review_at: float | None = Field(
+        None, ge=0.0, le=1.0, description="score >= this -> review; unset: the model manifest's"
+    )
+    decline_at: float | None = Field(
+        None, ge=0.0, le=1.0, description="score >= this -> decline; unset: the model manifest's"
+    )
     fallback_verdict: Literal["approve", "review", "decline"] = "review"
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicySpec:
-        if self.review_at > self.decline_at:
+        if (
+            self.review_at is not None
+            and self.decline_at is not None
+            and self.review_at > self.decline_at
+        ):
             raise ValueError("review_at must be <= decline_at")
         return self
+
+    def resolved(self, review: float, decline: float) -> PolicySpec:
+        """This policy with unset thresholds taken from the model (its calibrated cut-offs)."""
+        r = self.review_at if self.review_at is not None else review
+        d = self.decline_at if self.decline_at is not None else decline
+        if r > d:
+            raise ValueError(f"policy review_at {r} > decline_at {d} after taking model defaults")
+        return PolicySpec(review_at=r, decline_at=d, fallback_verdict=self.fallback_verdict)
 
 
 class KafkaSpec(_Model):

@@ -57,6 +57,8 @@ class WorkerStats:
     stage_ms: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     paused_times: int = 0
     started_s: float = field(default_factory=time.monotonic)
+    first_msg_s: float | None = None
+    last_ack_s: float | None = None
 
 
 class Worker:
@@ -120,7 +122,9 @@ class Worker:
         engine.warm_up(default_buckets(self.topology.batching.max_batch))
         self._decider = Decider(
             self.topology.id,
-            self.topology.policy,
+            self.topology.policy.resolved(
+                self.manifest.thresholds.review, self.manifest.thresholds.decline
+            ),
             ModelInfo(
                 self.manifest.name, str(self.manifest.version), self.topology.model.variant,
                 engine.name,
@@ -164,6 +168,8 @@ class Worker:
             if msgs or not src.has_assignment:
                 last_msg = time.monotonic_ns()
             if msgs:
+                if self.stats.first_msg_s is None:
+                    self.stats.first_msg_s = time.monotonic()
                 self._register(msgs)
                 batch, dead = self._decoder.decode(msgs)
                 if dead:
@@ -251,6 +257,7 @@ class Worker:
             self.error = self.error or f"{left} messages were not acknowledged by the broker"
         if self.tracker.failed and self.error is None:
             self.error = self.tracker.failed[0]
+        self.stats.last_ack_s = time.monotonic()
         self.source.commit()
         self.source.close()
         if self._progress:

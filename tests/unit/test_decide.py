@@ -19,14 +19,15 @@ def _batch(topology: Topology, n: int):  # type: ignore[no-untyped-def]
 
 
 def test_verdicts_follow_policy_and_nan_falls_back(topology: Topology) -> None:
-    d = Decider("s", topology.policy, ModelInfo("m", "1", "fp32", "cpu"), [])
+    d = Decider("s", topology.policy.resolved(0.5, 0.85), ModelInfo("m", "1", "fp32", "cpu"), [])
     s = np.array([0.0, 0.49, 0.5, 0.84, 0.85, 1.0, np.nan], dtype=np.float32)
     assert d.verdicts(s).tolist() == [0, 0, 1, 1, 2, 2, 1]  # fallback_verdict: review
 
 
 def test_one_record_per_event_schema_flags_reasons(topology: Topology) -> None:
     names = [c for _, c, _ in REASON_RULES]
-    d = Decider("fraud-scorer", topology.policy, ModelInfo("fraud_mlp", "1", "fp32", "cpu"), names)
+    d = Decider("fraud-scorer", topology.policy.resolved(0.5, 0.85),
+                ModelInfo("fraud_mlp", "1", "fp32", "cpu"), names)
     n = 4
     batch = _batch(topology, n)
     x = np.zeros((n, len(names)), dtype=np.float32)
@@ -53,7 +54,7 @@ def test_one_record_per_event_schema_flags_reasons(topology: Topology) -> None:
 
 
 def test_fallback_without_features(topology: Topology) -> None:
-    d = Decider("s", topology.policy, ModelInfo("m", "1", "fp32", "cpu"), [])
+    d = Decider("s", topology.policy.resolved(0.5, 0.85), ModelInfo("m", "1", "fp32", "cpu"), [])
     batch = _batch(topology, 3)
     out = d.decide(batch, np.full(3, np.nan, dtype=np.float32), None, None, ["deadline"] * 3, {})
     recs = [DecisionRecord.model_validate_json(v) for v in out.values]

@@ -37,7 +37,7 @@ def test_wrong_type_rejected() -> None:
 
 
 def test_policy_order_and_unknown_event_field() -> None:
-    text = FRAUD.read_text().replace("review_at: 0.5", "review_at: 0.95")
+    text = FRAUD.read_text().replace("  fallback_verdict:", "  review_at: 0.95\n  decline_at: 0.9\n  fallback_verdict:")
     with pytest.raises(TopologyError, match="review_at must be <= decline_at"):
         parse_topology(text, Path("t.yaml"))
     text = FRAUD.read_text().replace("      trace_id:", "      colour: {type: string}\n      trace_id:")
