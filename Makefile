@@ -7,7 +7,7 @@ TOPOLOGY ?= topologies/fraud.yaml
 COUNT   ?= 20000
 RATE    ?= 2000
 
-.PHONY: install setup demo test unit integration typecheck bench up down status clean
+.PHONY: install setup demo test unit integration typecheck bench bench-engine up down status clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (3.11+)"; exit 1; }
@@ -38,9 +38,13 @@ integration: install
 test: install typecheck
 	$(BIN)/python -m pytest tests -q
 
+# `bench features` needs Redis with Feast data (setup); `bench engine` needs neither broker nor Redis.
 bench: setup
 	$(BIN)/streamscore bench features --json bench-results/features.json
-	$(BIN)/streamscore bench engine --json bench-results/engine.json
+	$(BIN)/streamscore bench engine --source synthetic --json bench-results/engine.json
+
+bench-engine: install
+	$(BIN)/streamscore bench engine --source synthetic --json bench-results/engine.json
 
 up: install
 	$(BIN)/streamscore dev up --topology $(TOPOLOGY)

@@ -77,6 +77,7 @@ class ModelManifest:
     metrics: Metrics
     training: TrainingInfo
     directory: Path = Path(".")  # where manifest.json was read from; not serialized
+    variant: Mapping[str, Any] | None = None  # quantized/fp16 variants: how made, base sha, AUCs
 
     @property
     def model_path(self) -> Path:
@@ -93,6 +94,10 @@ class ModelManifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("directory")
+        if d.get("variant") is None:
+            d.pop("variant", None)
+        else:
+            d["variant"] = dict(d["variant"])
         d["defaults"] = dict(self.defaults)
         for k in ("input", "output"):
             d[k]["shape"] = list(d[k]["shape"])
@@ -184,7 +189,7 @@ _TOP = {
 
 def parse_manifest(raw: Any, src: Path) -> ModelManifest:
     """Validate decoded JSON into a manifest (``src`` is only used in messages and for paths)."""
-    d = _keys(src, "manifest", raw, _TOP)
+    d = _keys(src, "manifest", raw, _TOP, frozenset({"variant"}))
     num = (float, int)
     feature_order = _str_list(src, "feature_order", d["feature_order"])
     online_numeric = _str_list(src, "online_numeric", d["online_numeric"])
@@ -247,15 +252,27 @@ def parse_manifest(raw: Any, src: Path) -> ModelManifest:
             sklearn_version=_typed(src, "training.sklearn_version", tr["sklearn_version"], str),
         ),
         directory=src.parent,
+        variant=_typed(src, "variant", d["variant"], dict) if "variant" in d else None,
     )
 
 
-def load_manifest(models_dir: Path, name: str, version: int | str, *, verify_sha256: bool = True) -> ModelManifest:
+def load_manifest(
+    models_dir: Path, name: str, version: int | str, *, verify_sha256: bool = True,
+    variant: str = "fp32",
+) -> ModelManifest:
     """Load and validate ``<models_dir>/<name>/<version>/manifest.json``.
 
-    With ``verify_sha256`` the model file must exist and match the manifest's checksum.
+    ``variant`` other than fp32 reads ``manifest.<variant>.json`` (written by
+    ``streamscore model quantize``). With ``verify_sha256`` the model file must exist and match
+    the manifest's checksum.
     """
-    path = Path(models_dir) / name / str(version) / MANIFEST_FILE
+    fname = MANIFEST_FILE if variant == "fp32" else f"manifest.{variant}.json"
+    path = Path(models_dir) / name / str(version) / fname
+    if variant != "fp32" and not path.is_file():
+        raise ManifestError(
+            f"{path}: no such manifest — run `streamscore model quantize` to make the "
+            f"{variant} variant, or set model.variant: fp32"
+        )
     if not path.is_file():
         hint = "run `streamscore model train`" if name == "fraud_mlp" else "check the model name and version"
         raise ManifestError(f"{path}: no such manifest — {hint}")

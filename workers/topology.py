@@ -98,6 +98,7 @@ class ModelSpec(_Model):
     intra_op_threads: int = Field(1, ge=0, description="0 = let ONNX Runtime decide")
     inter_op_threads: int = Field(1, ge=1)
     device_id: int = Field(0, ge=0)
+    cuda_graphs: bool = Field(False, description="onnxruntime-cuda: capture a CUDA graph per bucket")
 
 
 class BatchingSpec(_Model):

@@ -79,7 +79,8 @@ class Worker:
         self.topology = topology
         self.settings = settings or get_settings()
         self.manifest: ModelManifest = load_manifest(
-            self.settings.models_dir, topology.model.name, topology.model.version
+            self.settings.models_dir, topology.model.name, topology.model.version,
+            variant=topology.model.variant,
         )
         self._reader = reader
         self._engine = engine
@@ -117,7 +118,10 @@ class Worker:
         # of p99 on the scoring thread) from rescanning start-up objects.
         gc.collect()
         gc.freeze()
-        engine = self._engine or make_engine(self.topology.model, self.settings.models_dir)
+        engine = self._engine or make_engine(
+            self.topology.model, self.settings.models_dir,
+            max_batch=self.topology.batching.max_batch,
+        )
         engine.load()
         engine.warm_up(default_buckets(self.topology.batching.max_batch))
         self._decider = Decider(
@@ -152,6 +156,9 @@ class Worker:
         finally:
             code = self._shutdown(scorer)
             reader.close()
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()
         return code
 
     # ---- consumer thread -------------------------------------------------------------------

@@ -175,3 +175,47 @@ def test_backpressure_pauses_when_scoring_is_slow(feature_store: Settings,
     assert w.stats.paused_times > 0
     assert w.sink is not None and w.sink.acked_decisions == len(good)
     assert w.sink.acked_dead == len(bad)
+
+
+def test_worker_with_int8_model(feature_store: Settings, it_topology: Topology) -> None:
+    """The INT8 variant (from `streamscore model quantize`) serves through the same worker."""
+    t = it_topology.model_copy(update={"model": it_topology.model.model_copy(
+        update={"variant": "int8"})})
+    good, bad = _produce(feature_store, t)
+    w = Worker(t, feature_store, max_events=len(good) + len(bad), idle_exit_s=60,
+               install_signals=False)
+    assert w.manifest.file == "model.int8.onnx"
+    assert w.run() == 0
+    recs = [DecisionRecord.model_validate_json(m.value())
+            for m in read_all(feature_store, t.output.topic)]
+    assert len(recs) == len(good)
+    assert all(r.model.variant == "int8" and r.score is not None for r in recs)
+    assert len(read_all(feature_store, t.dead_letter.topic)) == len(bad)
+
+
+def test_expired_events_get_fallback_decisions(feature_store: Settings,
+                                               it_topology: Topology) -> None:
+    """Events older than their deadline are not scored but still get exactly one decision."""
+    t = it_topology.model_copy(update={"batching": it_topology.batching.model_copy(
+        update={"deadline_ms": 1000})})
+    p = Producer(feature_store.kafka_client_config())
+    events = datagen.iter_events(3)
+    old_ms = time.time_ns() // 1_000_000 - 60_000  # record timestamps a minute in the past
+    fresh = []
+    for i in range(200):
+        ev = next(events)
+        if i % 2:
+            p.produce(t.input.topic, orjson.dumps(ev), b"k", timestamp=old_ms)
+        else:
+            p.produce(t.input.topic, orjson.dumps(ev), b"k")
+            fresh.append(ev["event_id"])
+    assert p.flush(30) == 0
+    w = Worker(t, feature_store, max_events=200, idle_exit_s=60, install_signals=False)
+    assert w.run() == 0
+    recs = [DecisionRecord.model_validate_json(m.value())
+            for m in read_all(feature_store, t.output.topic)]
+    assert len(recs) == 200
+    late = [r for r in recs if "fallback:deadline" in r.flags]
+    assert len(late) == 100
+    assert all(r.score is None and r.verdict == "review" for r in late)
+    assert {r.event_id for r in recs if r.score is not None} == set(fresh)

@@ -10,9 +10,11 @@ spends most of its time copying the input from pageable host memory, and every c
 2. the staging rows are copied into a fixed device input buffer (``OrtValue.update_inplace``: one
    ``cudaMemcpy``, a DMA at full speed because the source is pinned);
 3. the session runs on IO-bound device buffers (``run_with_iobinding``): no allocation, no copy by
-   ONNX Runtime; the output stays on the device until it is copied back (``OrtValue.numpy``);
-4. optionally (``cuda_graphs=True``) each bucket has its own session with ``enable_cuda_graph``, so
-   after two warm-up runs a call replays one captured graph instead of launching each kernel.
+   ONNX Runtime; the output stays on the device until it is copied back
+   (``IOBinding.copy_outputs_to_cpu``, [bucket, 1] floats);
+4. optionally (``cuda_graphs=True``) each bucket has its own session with ``enable_cuda_graph``
+   (a captured graph has fixed shapes and addresses), so after the warm-up runs a call replays one
+   graph instead of launching each kernel.
 
 What is overlapped, honestly:
 
@@ -32,8 +34,10 @@ Pinned memory comes from ONNX Runtime itself where it can (the CUDA EP device's 
 allocator, ``OrtEpDevice.memory_info(HOST_ACCESSIBLE)``), else from PyTorch if installed, else the
 engine stages in pageable memory and says so in ``describe()["staging"]``.
 
-Verified only for import and the missing-provider error in CI (no GPU there); see the README's
-GPU section for measured figures.
+Not yet run on a GPU in this workplace (no GPU was lent to the session that wrote it). Without a
+GPU, the unit tests run this same code with CPU OrtValues through a stand-in subclass (bucketing,
+padding, lanes, per-bucket sessions, IO binding, float16 staging) and check the missing-provider
+error; ``@pytest.mark.gpu`` tests run it for real where the CUDA provider exists.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ def _pinned_host(rows: int, cols: int, dtype: type[np.floating[Any]], device_id:
         devices.sort(key=lambda d: int(_attr(d.memory_info(default_mem), "device_id")) != device_id)
         if devices:
             mem = devices[0].memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+            if mem is None:  # without it ORT would hand back ordinary (pageable) CPU memory
+                raise LookupError("no host-accessible memory info")
             owner = ort.OrtValue.ortvalue_from_shape_and_type([rows, cols], dtype, memory_info=mem)
             raw = (ctypes.c_char * nbytes).from_address(owner.data_ptr())
             view = np.frombuffer(memoryview(raw), dtype=dtype).reshape(rows, cols)
@@ -151,6 +157,10 @@ class _Lane:
 
 class OnnxCudaEngine:
     name = "onnxruntime-cuda"
+    # Where device buffers live and which provider must run the model. Tests without a GPU
+    # subclass with ("cpu", "CPUExecutionProvider") to exercise bucketing, lanes and IO binding.
+    device_type = "cuda"
+    provider = CUDA_EP
 
     def __init__(
         self,
@@ -187,27 +197,26 @@ class OnnxCudaEngine:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self._graphs:
-            # A graph cannot contain CPU nodes: fail at load instead of capturing nothing.
-            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        cuda_opts = {
-            "device_id": str(self._device_id),
-            "enable_cuda_graph": "1" if self._graphs else "0",
-        }
+        # With CUDA graphs on, ORT itself refuses (with a message) a graph that has CPU nodes;
+        # "session.disable_cpu_ep_fallback" would conflict with listing the CPU provider.
         try:
-            sess = ort.InferenceSession(
-                str(self._path), sess_options=so,
-                providers=[(CUDA_EP, cuda_opts), "CPUExecutionProvider"],
-            )
+            sess = ort.InferenceSession(str(self._path), sess_options=so, providers=self._providers())
         except Exception as exc:
             raise EngineError(f"could not create a CUDA session for {self._path}: {exc}") from exc
         # ORT silently falls back to CPU when the CUDA libraries fail to load: refuse that.
-        if not sess.get_providers() or sess.get_providers()[0] != CUDA_EP:
+        if not sess.get_providers() or sess.get_providers()[0] != self.provider:
             raise EngineError(
                 f"ONNX Runtime fell back to {sess.get_providers()} for {self._path}: the CUDA "
                 "libraries did not load (are the nvidia-* wheels or a CUDA toolkit installed?)"
             )
         return sess
+
+    def _providers(self) -> list[Any]:
+        cuda_opts = {
+            "device_id": str(self._device_id),
+            "enable_cuda_graph": "1" if self._graphs else "0",
+        }
+        return [(CUDA_EP, cuda_opts), "CPUExecutionProvider"]
 
     def load(self) -> None:
         if not self._path.exists():
@@ -215,9 +224,10 @@ class OnnxCudaEngine:
                 f"model file {self._path} not found: train it with `streamscore model train` "
                 "or quantize with `streamscore model quantize`"
             )
-        if not cuda_available():
+        if self.provider not in ort.get_available_providers():
             raise EngineError(NO_CUDA.format(avail=ort.get_available_providers()))
-        _preload_cuda_libraries()
+        if self.provider == CUDA_EP:
+            _preload_cuda_libraries()
         probe = self._session()
         inp, out = probe.get_inputs()[0], probe.get_outputs()[0]
         self._in, self._out = inp.name, out.name
@@ -229,15 +239,14 @@ class OnnxCudaEngine:
             lane.session = None if self._graphs else (probe if lane.index == 0 else self._session())
         self._pool = ThreadPoolExecutor(len(self._lanes), thread_name_prefix="cuda-lane")
         self._loaded = True
-        self._allocate_host()
 
-    def _allocate_host(self) -> None:
+    def _reset_buffers(self) -> None:
+        # Staging is sized to the largest bucket, allocated on a lane's first call (warm-up).
         for lane in self._lanes:
-            lane.host, lane.host_owner, self._staging = _pinned_host(
-                self._plan.max, self._n_features, self._in_dtype, self._device_id
-            )
-            lane.dirty_rows = 0
-            lane.slots.clear()
+            with lane.lock:
+                lane.host = lane.host_owner = None
+                lane.dirty_rows = 0
+                lane.slots.clear()
 
     def _slot(self, lane: _Lane, bucket: int) -> _Slot:
         slot = lane.slots.get(bucket)
@@ -245,10 +254,10 @@ class OnnxCudaEngine:
             return slot
         sess = self._session() if self._graphs else lane.session
         dev_in = ort.OrtValue.ortvalue_from_shape_and_type(
-            [bucket, self._n_features], self._in_dtype, "cuda", self._device_id
+            [bucket, self._n_features], self._in_dtype, self.device_type, self._device_id
         )
         dev_out = ort.OrtValue.ortvalue_from_shape_and_type(
-            [bucket, 1], self._out_dtype, "cuda", self._device_id
+            [bucket, 1], self._out_dtype, self.device_type, self._device_id
         )
         binding = sess.io_binding()
         binding.bind_ortvalue_input(self._in, dev_in)
@@ -265,7 +274,7 @@ class OnnxCudaEngine:
         plan = BucketPlan.of(batch_sizes) if batch_sizes else self._plan
         if plan != self._plan:
             self._plan = plan
-            self._allocate_host()
+            self._reset_buffers()
         runs = GRAPH_WARMUP_RUNS if self._graphs else 1
         zeros = np.zeros((self._plan.max, self._n_features), dtype=np.float32)
         for lane in self._lanes:
@@ -310,6 +319,10 @@ class OnnxCudaEngine:
 
     def _run_chunk(self, lane: _Lane, x: F32, c: Chunk) -> F32:
         with lane.lock:
+            if lane.host is None:
+                lane.host, lane.host_owner, self._staging = _pinned_host(
+                    self._plan.max, self._n_features, self._in_dtype, self._device_id
+                )
             slot = self._slot(lane, c.bucket)
             host = lane.host[: c.bucket]
             host[: c.rows] = x[c.start:c.stop]  # casts to float16 here when the model wants it
@@ -325,7 +338,7 @@ class OnnxCudaEngine:
             "engine": self.name,
             "model": str(self._path),
             "device_id": self._device_id,
-            "providers": [CUDA_EP, "CPUExecutionProvider"],
+            "providers": [self.provider, "CPUExecutionProvider"],
             "buckets": list(self._plan.sizes),
             "cuda_graphs": self._graphs,
             "lanes": len(self._lanes),
