@@ -63,13 +63,13 @@ class Decider:
     ) -> None:
         if policy.review_at is None or policy.decline_at is None:
             raise ValueError("Decider needs a resolved policy (PolicySpec.resolved)")
-        self._stage = stage
         self._review_at = policy.review_at
         self._decline_at = policy.decline_at
-        self._model = {
+        self._model_json = orjson.dumps({
             "name": model.name, "version": model.version,
             "variant": model.variant, "engine": model.engine,
-        }
+        })
+        self._stage_json = orjson.dumps(stage)
         cols = {name: i for i, name in enumerate(feature_order)}
         self._rules = [(code, cols[c], t) for code, c, t in REASON_RULES if c in cols]
         self._top = top_reasons
@@ -84,14 +84,15 @@ class Decider:
         return v
 
     def _reasons(self, x: npt.NDArray[np.float32] | None, n: int) -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in range(n)]
         if x is None or not self._rules or x.shape[0] != n:
-            return [[] for _ in range(n)]
-        fired = np.stack([x[:, col] > t for _, col, t in self._rules], axis=1)
-        codes = [code for code, _, _ in self._rules]
-        out: list[list[str]] = []
-        for row in fired:
-            idx = np.flatnonzero(row)[: self._top]
-            out.append([codes[i] for i in idx])
+            return out
+        # Per fired (rule, row) pair, not per row: most rows fire no rule.
+        for code, col, t in self._rules:
+            for i in np.flatnonzero(x[:, col] > t).tolist():
+                r = out[i]
+                if len(r) < self._top:
+                    r.append(code)
         return out
 
     def decide(
@@ -122,41 +123,50 @@ class Decider:
             if why is not None:
                 row_flags[i].append(f"fallback:{why}")
                 fallbacks += 1
-        now_ms = time.time_ns() // 1_000_000
-        queue_ms = (time.time_ns() - batch.received_ns) / 1e6
-        score_list = [None if np.isnan(s) else round(float(s), 6) for s in scores]
-        values: list[bytes] = []
+        if flags_common:
+            row_flags = [flags_common + f for f in row_flags]
+        now_ns = time.time_ns()
+        now_ms = now_ns // 1_000_000
+        in_worker = np.round((now_ns - batch.received_ns) / 1e6, 3).tolist()
+        nan = np.isnan(scores)
+        score_list: list[float | None] = np.round(scores.astype(np.float64), 6).tolist()
+        for i in np.flatnonzero(nan).tolist():
+            score_list[i] = None
+        verdicts = [VERDICTS[v] for v in verdict.tolist()]
+        # Fields equal for the whole batch are serialized once and spliced in front of each row.
+        head = (
+            b'{"schema":"decision.v1","model":' + self._model_json
+            + b',"stage":' + self._stage_json
+            + b',"timings_ms":' + orjson.dumps(timings_ms)[:-1]
+            + (b',"in_worker":' if timings_ms else b'"in_worker":')
+        )
         dumps = orjson.dumps
-        for i in range(n):
-            values.append(
-                dumps(
-                    {
-                        "schema": SCHEMA,
-                        "event_id": batch.event_id[i],
-                        "card_id": batch.card_id[i],
-                        "merchant_id": batch.merchant_id[i],
-                        "score": score_list[i],
-                        "verdict": VERDICTS[verdict[i]],
-                        "model": self._model,
-                        "reasons": reasons[i],
-                        "flags": flags_common + row_flags[i],
-                        "timings_ms": {**timings_ms, "in_worker": round(float(queue_ms[i]), 3)},
-                        "event_time_ms": int(batch.event_time_ms[i]),
-                        "decided_at_ms": now_ms,
-                        "trace_id": batch.trace_id[i],
-                        "stage": self._stage,
-                        "source": {
-                            "topic": batch.topic[i],
-                            "partition": int(batch.partition[i]),
-                            "offset": int(batch.offset[i]),
-                            "timestamp_ms": int(batch.kafka_ts_ms[i]),
-                        },
-                    }
-                )
+        values = [
+            head + dumps(q) + b"}," + dumps(
+                {
+                    "event_id": eid,
+                    "card_id": cid,
+                    "merchant_id": mid,
+                    "score": sc,
+                    "verdict": vd,
+                    "reasons": rs,
+                    "flags": fl,
+                    "event_time_ms": et,
+                    "decided_at_ms": now_ms,
+                    "trace_id": tr,
+                    "source": {"topic": tp, "partition": pa, "offset": of, "timestamp_ms": ts},
+                }
+            )[1:]
+            for eid, cid, mid, sc, vd, rs, fl, et, tr, tp, pa, of, ts, q in zip(
+                batch.event_id.tolist(), batch.card_id.tolist(), batch.merchant_id.tolist(),
+                score_list, verdicts, reasons, row_flags, batch.event_time_ms.tolist(),
+                batch.trace_id.tolist(), batch.topic.tolist(), batch.partition.tolist(),
+                batch.offset.tolist(), batch.kafka_ts_ms.tolist(), in_worker,
             )
+        ]
         counts = np.bincount(verdict, minlength=3)
         return Decided(
-            keys=list(batch.key),
+            keys=batch.key.tolist(),
             values=values,
             verdict_counts={VERDICTS[k]: int(counts[k]) for k in range(3)},
             fallbacks=fallbacks,
