@@ -67,3 +67,17 @@ def test_every_producer_malformed_kind_is_rejected(decoder: Decoder, topology: T
 def test_integral_float_time_accepted(decoder: Decoder) -> None:
     batch, dead = decoder.decode([FakeMessage(orjson.dumps(good_event(event_time_ms=1e12)))])
     assert dead == [] and batch.event_time_ms.tolist() == [10**12]
+
+
+def test_fast_path_bounds(decoder: Decoder) -> None:
+    # 2**70 is valid JSON but does not fit int64; orjson.dumps refuses it, so write JSON by hand.
+    big = orjson.dumps(good_event(event_time_ms=0)).replace(b'"event_time_ms":0',
+                                                              b'"event_time_ms":' + str(2**70).encode())
+    cases = {
+        "out_of_range:event_time_ms": big,
+        "out_of_range:amount": orjson.dumps(good_event(amount=2_000_000)),
+        "wrong_type:event_time_ms": orjson.dumps(good_event(event_time_ms="1")),
+    }
+    for reason, raw in cases.items():
+        _, dead = decoder.decode([FakeMessage(raw)])
+        assert [d.reason for d in dead] == [reason]
