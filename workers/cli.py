@@ -4,7 +4,8 @@
     streamscore setup [--topology FILE]            dev up + topics + Feast apply/materialize
     streamscore run TOPOLOGY [--max-events N] [--idle-exit-s S] [--metrics-port P]
     streamscore produce [--topology FILE] --rate R --count N [--malformed-fraction F]
-    streamscore demo [--count N] [--rate R]
+    streamscore demo [--count N] [--rate R] [--no-velocity]
+    streamscore velocity run [TOPOLOGY] [--stop-after-s S]   Faust job keeping card_velocity fresh
     streamscore model train|quantize ...
     streamscore bench features|engine ...
 
@@ -98,7 +99,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
     return run_demo(args.topology, count=args.count, rate=args.rate,
-                    malformed_fraction=args.malformed_fraction, json_path=args.json)
+                    malformed_fraction=args.malformed_fraction, json_path=args.json,
+                    velocity_topology=None if args.no_velocity else args.velocity_topology)
+
+
+def cmd_velocity(args: argparse.Namespace) -> int:
+    from workers.velocity_app import run_velocity
+
+    return run_velocity(args.topology, stop_after_s=args.stop_after_s)
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -162,7 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--rate", type=float, default=2_000.0)
     dm.add_argument("--malformed-fraction", type=float, default=0.01)
     dm.add_argument("--json", default=None, help="also write the summary as JSON here")
+    dm.add_argument("--velocity-topology", default="topologies/velocity.yaml")
+    dm.add_argument("--no-velocity", action="store_true", help="do not start the Faust job")
     dm.set_defaults(fn=cmd_demo)
+
+    v = sub.add_parser("velocity", help="streaming velocity features (Faust) -> Feast card_velocity")
+    v.add_argument("action", choices=["run"])
+    v.add_argument("topology", nargs="?", default="topologies/velocity.yaml")
+    v.add_argument("--stop-after-s", type=float, default=None, help="stop by itself after S seconds")
+    v.set_defaults(fn=cmd_velocity)
 
     m = sub.add_parser("model", help="train or quantize models")
     m.add_argument("action", choices=["train", "quantize"])

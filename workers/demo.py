@@ -90,12 +90,22 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def run_demo(topology_path: str, *, count: int, rate: float, malformed_fraction: float,
-             json_path: str | None = None) -> int:
+             json_path: str | None = None,
+             velocity_topology: str | None = "topologies/velocity.yaml") -> int:
     settings = get_settings()
     base = load_topology(topology_path)
     group = f"streamscore-demo-{int(time.time())}"
     topology = base.model_copy(update={"input": base.input.model_copy(update={"consumer_group": group})})
     position_group_at_end(topology, settings, group)
+
+    from workers.velocity_app import last_summary, spawn_velocity, stop_velocity
+
+    velocity_log = settings.state_dir / "logs" / "velocity.log"
+    velocity = None
+    if velocity_topology:
+        print(f"[demo] starting the velocity job ({velocity_topology}; log {velocity_log}) ...",
+              flush=True)
+        velocity = spawn_velocity(velocity_topology, velocity_log)  # returns once it consumes
 
     started = time.monotonic()
 
@@ -128,7 +138,12 @@ def run_demo(topology_path: str, *, count: int, rate: float, malformed_fraction:
     threading.Thread(target=launcher, daemon=True).start()
     print(f"[demo] producing {count} events at {rate:.0f}/s ({malformed_fraction:.1%} malformed) "
           f"to {topology.input.topic}; worker group {group}", flush=True)
-    code = worker.run()
+    try:
+        code = worker.run()
+    finally:
+        if velocity is not None:
+            stop_velocity(velocity)
+            print(f"[demo] {last_summary(velocity_log)}", flush=True)
     seconds = time.monotonic() - started
     produced: dict[str, Any] = {}
     if prod is not None:

@@ -27,4 +27,10 @@ def is_user_error(exc: BaseException) -> bool:
         known += (FeatureStoreError,)
     except ImportError:
         pass
+    try:
+        from workers.velocity_app import VelocityAppError
+
+        known += (VelocityAppError,)
+    except ImportError:
+        pass
     return isinstance(exc, known)

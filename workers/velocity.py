@@ -198,8 +198,8 @@ def decode_event(raw: bytes | None, topo: VelocityTopology, partition: int, offs
         v = obj.get(name)
         if TRANSACTION_FIELDS[name] == "string":
             ok = isinstance(v, str)
-        else:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        else:  # amounts are non-negative in the event schema (topologies/fraud.yaml)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
         if not ok:
             return f"bad_field:{name}"
         values.append(v)
@@ -615,7 +615,7 @@ def layout_for_view(
             want = "Int64 or Int32" if integral else "Float32 or Float64"
             raise VelocityConfigError(f"{where}: feature {name!r} is {dtypes[name]}; op {agg.op} needs {want}")
         value_fields.append(vf)
-    return FeastRedisLayout(
+    layout = FeastRedisLayout(
         project=project,
         view=compute_versioned_name(fv, versioning),
         join_key=fv.entity_columns[0].name,
@@ -624,3 +624,5 @@ def layout_for_view(
         features=topo.features,
         value_fields=tuple(value_fields),
     )
+    layout.redis_key(topo.feature_view)  # checks the fast key path now, not on the first flush
+    return layout

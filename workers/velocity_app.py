@@ -33,10 +33,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -55,11 +58,12 @@ from workers.velocity import (
     load_velocity_topology,
     timestamp_bytes,
 )
-from workers.settings import Settings, get_settings
+from workers.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger("streamscore.velocity")
 
 TABLE_NAME = "windows"
+READY_LINE = "velocity: ready"  # printed on stdout each time partitions are assigned and recovered
 
 
 class VelocityAppError(RuntimeError):
@@ -88,6 +92,18 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
             mechanism=settings.kafka_sasl_mechanism or "PLAIN",
         )
     raise VelocityAppError(f"kafka_security_protocol {settings.kafka_security_protocol!r} is not supported by the Faust job")
+
+
+def check_codecs() -> None:
+    """Fail at start, not on the first batch: aiokafka crashes the worker on a codec it lacks."""
+    from aiokafka.codec import has_lz4
+
+    if not has_lz4():
+        raise VelocityAppError(
+            "aiokafka cannot decompress lz4, and streamscore's producers compress with lz4 "
+            "(workers/producer.py, topologies/fraud.yaml); install aiokafka's lz4 extra: "
+            "pip install 'aiokafka[lz4]' (it brings cramjam)"
+        )
 
 
 def check_input_topic(topo: VelocityTopology, settings: Settings) -> None:
@@ -172,8 +188,10 @@ class VelocityJob:
             web_port=topo.faust.web_port or 6066,
             web_bind="127.0.0.1",
         )
+        # No value_type: values are plain JSON (CardState dicts). A class there would make
+        # recovery call ``<class>.from_data`` on each record, which ``dict`` does not have.
         self.table = self.app.Table(
-            TABLE_NAME, default=None, partitions=topo.input.partitions, key_type=str, value_type=dict,
+            TABLE_NAME, default=None, partitions=topo.input.partitions, key_type=str,
             help="card id -> velocity window entries (workers.velocity.CardState)",
         )
         self.state = VelocityState(topo, TableStore(self.table))
@@ -183,6 +201,7 @@ class VelocityJob:
         # mode's SignalHandlerT rejects every callable under mypy (even a plain def): ignore.
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+        self.app.on_rebalance_complete.connect(self._on_ready)  # type: ignore[arg-type]
 
     # -- Faust callbacks
 
@@ -199,6 +218,11 @@ class VelocityJob:
             self.process(events)
             await self.flush()
 
+    async def _on_ready(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        # Tables are recovered and streams about to resume. Printed, not logged, so that
+        # `spawn_velocity` sees it whatever the log level.
+        print(f"{READY_LINE} group={self.topo.input.consumer_group} topic={self.topo.input.topic}", flush=True)
+
     async def _on_shutdown(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         # The consumer has stopped: write what is still dirty (a bounded attempt), then close.
         await self.flush()
@@ -213,10 +237,11 @@ class VelocityJob:
 
     def process(self, events: Sequence[Any]) -> None:
         if self._owned is not None:
-            # A batch writes up to max_batch changelog records at once; Faust's buffer bound is a
-            # hard-coded 100, above which it warns on every batch and drains one record at a time.
+            # A batch writes up to max_batch changelog records at once, plus tombstones of expired
+            # cards; Faust's buffer bound is a hard-coded 100, above which it warns on every batch
+            # and stalls the stream while it drains.
             buffer = self.app.producer.buffer
-            buffer.max_messages = max(buffer.max_messages, 2 * self.topo.sink.max_batch)
+            buffer.max_messages = max(buffer.max_messages, 4 * self.topo.sink.max_batch)
             n = self.state.reindex(self._owned)
             log.info("velocity: partitions %s assigned; %d recovered cards re-queued", sorted(self._owned), n)
             self._owned = None
@@ -299,6 +324,7 @@ def run_velocity(topology_path: str, *, stop_after_s: float | None = None) -> in
     """Run the job until SIGINT/SIGTERM (or ``stop_after_s``); returns the exit status."""
     settings = get_settings()
     topo = load_velocity_topology(topology_path)
+    check_codecs()
     layout = layout_from_registry(topo, settings)
     check_input_topic(topo, settings)
     loop = asyncio.new_event_loop()
@@ -308,6 +334,7 @@ def run_velocity(topology_path: str, *, stop_after_s: float | None = None) -> in
         job.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False,
         loglevel=logging.getLevelName(logging.getLogger().level),
     )
+    worker.spinner = None  # logs go through our handler; the spinner only writes escape codes
     if stop_after_s is not None:
         loop.call_later(stop_after_s, lambda: asyncio.ensure_future(worker.stop(), loop=loop))
     log.info(
@@ -324,6 +351,57 @@ def run_velocity(topology_path: str, *, stop_after_s: float | None = None) -> in
             loop.close()
         print(job.summary(), flush=True)
     return code
+
+
+def spawn_velocity(
+    topology_path: str | Path, log_path: Path, *, log_level: str = "WARNING", ready_timeout_s: float = 90.0
+) -> subprocess.Popen[bytes]:
+    """Start the job in a child process (its own core and event loop); return once it consumes.
+
+    Its stdout and stderr go to ``log_path``. For ``streamscore demo``, which runs it beside the
+    scorer; stop it with ``stop_velocity``.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        start = out.tell()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.velocity_app", str(topology_path), "--log-level", log_level],
+            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        with log_path.open("rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        if READY_LINE in text:
+            return proc
+        if proc.poll() is not None:
+            raise VelocityAppError(f"the velocity job exited with {proc.returncode}; see {log_path}:\n{text[-2000:]}")
+        time.sleep(0.1)
+    stop_velocity(proc)
+    raise VelocityAppError(f"the velocity job was not consuming within {ready_timeout_s:.0f} s; see {log_path}")
+
+
+def stop_velocity(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
+    """SIGTERM (a clean stop: offsets committed, last writes flushed), SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("velocity job (pid %d) ignored SIGTERM for %.0f s; killing it", proc.pid, timeout_s)
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+def last_summary(log_path: Path) -> str | None:
+    """The summary line the job prints when it stops (``velocity: applied=... written=...``)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    return next((ln for ln in reversed(lines) if ln.startswith("velocity: applied=")), None)
 
 
 def main(argv: list[str]) -> int:
