@@ -4,6 +4,10 @@ Events come from ``datagen.iter_events`` with the same seed as the Feast data, s
 merchants exist in the online store (about 1% deliberately do not). ``event_time_ms`` is the
 generator's simulated clock (at training density, so velocity features stay realistic); the Kafka
 record timestamp is the wall clock at send time, and end-to-end latency and deadlines use that.
+The simulated clock runs far ahead of the wall clock (days of event time per minute), so each run
+resumes it where the previous run stopped (``<state_dir>/producer-clock``); otherwise a second run
+would replay event times the velocity job has already passed, and its windows would see "late"
+events.
 Malformed events cover every dead-letter reason the decoder knows.
 """
 
@@ -66,6 +70,7 @@ def produce(
     malformed_fraction: float = 0.0,
     seed: int = 7,
     topic: str | None = None,
+    resume_clock: bool = True,
 ) -> ProduceReport:
     if not 0.0 <= malformed_fraction <= 1.0:
         raise ValueError("--malformed-fraction must be between 0 and 1")
@@ -79,7 +84,15 @@ def produce(
         if err is not None:
             report.failed += 1
 
-    events = datagen.iter_events(seed)
+    clock = settings.state_dir / "producer-clock"
+    start_ms = time.time_ns() // 1_000_000
+    if resume_clock:
+        try:
+            start_ms = max(start_ms, int(clock.read_text().strip()) + 1)
+        except (FileNotFoundError, ValueError):
+            pass
+    events = datagen.iter_events(seed, None, start_ms)
+    last_event_ms = start_ms
     max_payload = topology.input.max_payload_bytes
     start = time.monotonic()
     for i in range(count):
@@ -90,6 +103,7 @@ def produce(
                 p.poll(0)
                 time.sleep(delay)
         ev = next(events)
+        last_event_ms = int(ev["event_time_ms"])  # type: ignore[call-overload]
         key = str(ev["card_id"]).encode()
         if malformed_fraction and rnd.random() < malformed_fraction:
             value = _malformed(ev, MALFORMED_KINDS[report.malformed % len(MALFORMED_KINDS)],
@@ -105,6 +119,9 @@ def produce(
             except BufferError:
                 p.poll(0.05)
         report.sent += 1
+    if resume_clock:
+        clock.parent.mkdir(parents=True, exist_ok=True)
+        clock.write_text(str(last_event_ms))
     left = p.flush(60)
     report.failed += left
     report.seconds = time.monotonic() - start

@@ -89,6 +89,11 @@ class FeaturesSpec(_Model):
     cache_max_entries: int = Field(100_000, gt=0)
     cached_views: tuple[str, ...] = ()
 
+    @field_validator("cached_views", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v  # YAML has lists; the model stays frozen
+
 
 class ModelSpec(_Model):
     name: str

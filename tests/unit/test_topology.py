@@ -21,7 +21,7 @@ def test_fraud_topology_loads_frozen() -> None:
 
 
 def test_unknown_key_names_file_line_and_key() -> None:
-    text = FRAUD.read_text().replace("  reader: feast_sdk", "  reader: feast_sdk\n  readr: x")
+    text = FRAUD.read_text().replace("  timeout_ms: 50", "  timeout_ms: 50\n  readr: x")
     with pytest.raises(TopologyError) as e:
         parse_topology(text, Path("t.yaml"))
     msg = str(e.value)
@@ -54,3 +54,9 @@ def test_connection_settings_not_allowed_in_topology() -> None:
 def test_missing_file_message() -> None:
     with pytest.raises(TopologyError, match="no such topology file"):
         load_topology("nope.yaml")
+
+
+def test_cached_views_list_becomes_tuple() -> None:
+    t = load_topology(FRAUD)
+    assert t.features.reader == "redis_fast"
+    assert t.features.cached_views == ("merchant_risk",)
