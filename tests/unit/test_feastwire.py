@@ -8,18 +8,14 @@ Feast's datetime round trip), and must flag anything of another shape for the pr
 from __future__ import annotations
 
 import math
-import struct
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
-from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from workers.fastfeatures import (
+from workers.feastwire import (
     CELL_WIDTH,
     TAGS,
     NumericLayout,
@@ -28,11 +24,9 @@ from workers.fastfeatures import (
     decode_numbers,
     decode_timestamps,
     decode_varints,
-    feast_key_builder,
     slow_number,
     slow_string,
     slow_timestamp,
-    string_key_builder,
 )
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -218,15 +212,6 @@ def test_none_reads_as_absent_not_as_a_value() -> None:
     assert m[0, 0] == ord("N") and m[1, 0] == 0
     vals, odd = decode_column([None, b""], "float_val")
     assert np.isnan(vals).all() and not odd.any()
-
-
-def test_string_key_builder_is_feasts_serialization() -> None:
-    fast = string_key_builder("card_id", "streamscore")
-    slow = feast_key_builder("card_id", ValueType.STRING, "streamscore", 3)
-    for v in ("c000001", "", "ü" * 70, "x" * 1000):
-        ek = EntityKey(join_keys=["card_id"], entity_values=[Value(string_val=v)])
-        assert fast(v) == slow(v) == serialize_entity_key(ek, entity_key_serialization_version=3) + b"streamscore"
-    assert fast("c1")[:4] == struct.pack("<I", 1)
 
 
 def test_wire_tags_match_the_descriptor() -> None:
