@@ -7,9 +7,10 @@ A batch is flushed when it holds ``max_batch`` events or when its oldest event h
 
 from __future__ import annotations
 
-from workers.events import EventBatch
-
 import numpy as np
+import numpy.typing as npt
+
+from workers.events import EventBatch
 
 
 class MicroBatcher:
@@ -68,3 +69,36 @@ class MicroBatcher:
         self._pieces, self._size = [rest], len(rest)
         # The remainder has waited since the original oldest event: it may flush right away.
         return head
+
+
+def expired(stream_ts_ms: npt.NDArray[np.int64], deadline_ms: int, now_ms: int) -> npt.NDArray[np.bool_]:
+    """Rows whose deadline (record timestamp + ``deadline_ms``) has passed; none when 0 (off).
+
+    Such rows are not scored: they get a fallback decision at once (load shedding under overload).
+    """
+    if deadline_ms <= 0:
+        return np.zeros(stream_ts_ms.shape[0], dtype=np.bool_)
+    return np.asarray(stream_ts_ms + deadline_ms < now_ms, dtype=np.bool_)
+
+
+class Backpressure:
+    """When to pause and resume the input, from the scoring queue's depth.
+
+    Pause at ``max_inflight`` queued batches; resume only once the queue is down to half, so a
+    slow engine causes a few long pauses rather than a pause/resume per batch.
+    """
+
+    def __init__(self, max_inflight: int) -> None:
+        self.high = max(1, max_inflight)
+        self.low = self.high // 2
+        self.paused = False
+        self.pauses = 0
+
+    def update(self, queued: int) -> bool:
+        """Feed the current depth; returns whether input should be paused now."""
+        if not self.paused and queued >= self.high:
+            self.paused = True
+            self.pauses += 1
+        elif self.paused and queued <= self.low:
+            self.paused = False
+        return self.paused

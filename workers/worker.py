@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from workers import featurize, metrics
-from workers.batcher import MicroBatcher
+from workers.batcher import Backpressure, MicroBatcher, expired
 from workers.decide import Decider, ModelInfo
 from workers.decode import Decoder
 from workers.engines import Engine, make_engine
@@ -96,6 +96,7 @@ class Worker:
         b = topology.batching
         self._queue: queue.Queue[object] = queue.Queue(maxsize=b.max_inflight_batches)
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
+        self._backpressure = Backpressure(b.max_inflight_batches)
         self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
         self._entity_fields = dict(topology.entities)
         self.sink: KafkaSink | None = None
@@ -165,7 +166,6 @@ class Worker:
     def _consume_loop(self) -> None:
         assert self.source is not None and self.sink is not None
         src, sink, batcher = self.source, self.sink, self._batcher
-        max_inflight = self.topology.batching.max_inflight_batches
         last_commit = last_progress = last_msg = time.monotonic_ns()
         while not self._stop.is_set():
             now = time.monotonic_ns()
@@ -191,12 +191,11 @@ class Worker:
             while (ready := batcher.ready(time.time_ns())) is not None:
                 self._enqueue(ready)
             # Backpressure: pause input while the scoring stage has a full queue.
-            if self._queue.qsize() >= max_inflight:
-                if not src.paused:
-                    self.stats.paused_times += 1
+            if self._backpressure.update(self._queue.qsize()):
                 src.pause()
-            elif src.paused and self._queue.qsize() <= max_inflight // 2:
+            elif src.paused:
                 src.resume()
+            self.stats.paused_times = self._backpressure.pauses
             sink.poll(0)
             now = time.monotonic_ns()
             if now - last_commit >= self._commit_interval_ns:
@@ -235,9 +234,9 @@ class Worker:
                 self._queue.put(batch, timeout=0.05)
                 return
             except queue.Full:
-                if not self.source.paused:
-                    self.stats.paused_times += 1
-                self.source.pause()
+                if self._backpressure.update(self._queue.qsize()):
+                    self.source.pause()
+                self.stats.paused_times = self._backpressure.pauses
                 self.sink.poll(0)
 
     def _drain_for_revoke(self, tps: list[tuple[str, int]]) -> None:
@@ -291,18 +290,15 @@ class Worker:
                 self._queue.task_done()
 
     def _score(self, batch: EventBatch, reader: FeatureReader, engine: Engine) -> None:
+        late = expired(batch.kafka_ts_ms, self.topology.batching.deadline_ms,
+                       time.time_ns() // 1_000_000)
+        if late.any():
+            self._emit(batch.take(np.flatnonzero(late)), None, None, None,
+                       ["deadline"] * int(late.sum()), {})
+            batch = batch.take(np.flatnonzero(~late))
+            if len(batch) == 0:
+                return
         n = len(batch)
-        deadline_ms = self.topology.batching.deadline_ms
-        if deadline_ms:
-            now_ms = time.time_ns() // 1_000_000
-            expired = batch.kafka_ts_ms + deadline_ms < now_ms
-            if expired.any():
-                self._emit(batch.take(np.flatnonzero(expired)), None, None, None,
-                           ["deadline"] * int(expired.sum()), {})
-                batch = batch.take(np.flatnonzero(~expired))
-                n = len(batch)
-                if n == 0:
-                    return
         t0 = time.perf_counter()
         feats = reader.fetch({f: getattr(batch, f) for f in self._entity_fields.values()})
         t1 = time.perf_counter()

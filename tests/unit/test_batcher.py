@@ -43,3 +43,21 @@ def test_drain_splits_into_max_batches() -> None:
     sizes = [len(x) for x in b.drain(0)]
     assert sizes == [3, 3, 2]
     assert b.room() == 3
+
+
+def test_expired_rows() -> None:
+    from workers.batcher import expired
+
+    ts = np.array([1000, 5000, 9000], dtype=np.int64)
+    assert expired(ts, 0, 10**9).tolist() == [False, False, False]  # 0 = deadlines off
+    assert expired(ts, 2000, 6500).tolist() == [True, False, False]
+    assert expired(ts, 2000, 12_000).tolist() == [True, True, True]
+
+
+def test_backpressure_pauses_at_high_and_resumes_at_half() -> None:
+    from workers.batcher import Backpressure
+
+    bp = Backpressure(max_inflight=4)
+    seen = [bp.update(q) for q in (0, 3, 4, 4, 3, 2, 1, 4)]
+    assert seen == [False, False, True, True, True, False, False, True]
+    assert bp.pauses == 2
