@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from workers.settings import PROJECT_ROOT, Settings, get_settings
+from workers.source import retry_coordinator
 from workers.topology import Topology, load_topology
 from workers.worker import Worker
 
@@ -32,7 +33,7 @@ def position_group_at_end(topology: Topology, settings: Settings, group: str) ->
         for p in parts:
             _, high = c.get_watermark_offsets(TopicPartition(topology.input.topic, p), timeout=10)
             tps.append(TopicPartition(topology.input.topic, p, high))
-        c.commit(offsets=tps, asynchronous=False)
+        retry_coordinator(lambda: c.commit(offsets=tps, asynchronous=False))
     finally:
         c.close()
 

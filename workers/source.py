@@ -9,8 +9,9 @@ membership stays alive) and resumed once the queue drains.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -23,6 +24,32 @@ log = logging.getLogger(__name__)
 
 class SourceError(RuntimeError):
     pass
+
+
+T = TypeVar("T")
+
+# Errors a young broker answers while it is still electing or loading group coordinators.
+_COORDINATOR_ERRORS = frozenset({
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+})
+
+
+def retry_coordinator(fn: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """Run a group-coordinator call (commit, committed), retrying while coordinators settle."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return fn()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code not in _COORDINATOR_ERRORS or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def consumer_config(topology: Topology, settings: Settings) -> dict[str, Any]:
@@ -88,7 +115,7 @@ class KafkaSource:
         log.info("revoked %s", tps)
         # Let in-flight work for these partitions finish and commit it before giving them up.
         self._on_revoke_cb(tps)
-        self.commit()
+        self.commit(retry_s=10.0)
         self._tracker.forget(tps)
         self._assigned = []
 
@@ -127,13 +154,16 @@ class KafkaSource:
                     if tp.offset >= 0:
                         self._consumer.seek(tp)
 
-    def commit(self) -> int:
+    def commit(self, retry_s: float = 0.0) -> int:
+        """Commit what is done. ``retry_s`` > 0 (at shutdown and revoke: there is no next time)
+        retries transient coordinator errors for that long."""
         offsets = self._tracker.committable()
         if not offsets:
             return 0
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            self._consumer.commit(offsets=tps, asynchronous=False)
+            retry_coordinator(lambda: self._consumer.commit(offsets=tps, asynchronous=False),
+                              timeout_s=retry_s)
         except KafkaException as exc:
             # Not fatal: the same offsets (or later ones) are committed next time.
             log.warning("offset commit failed, will retry: %s", exc)

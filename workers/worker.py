@@ -264,7 +264,10 @@ class Worker:
         if self.tracker.failed and self.error is None:
             self.error = self.tracker.failed[0]
         self.stats.last_ack_s = time.monotonic()
-        self.source.commit()
+        self.source.commit(retry_s=30.0)
+        if self.tracker.committable() and self.error is None:
+            # Decisions were delivered; their offsets were not committed: a restart redelivers.
+            self.error = "the final offset commit failed; decisions may repeat after a restart"
         self.source.close()
         if self._progress:
             self._progress(self)

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from workers import devstack
 from workers.settings import Settings, get_settings
+from workers.source import retry_coordinator
 from workers.topology import Topology, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,8 @@ def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, i
     c = Consumer({**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False})
     try:
         parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        res = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        res = retry_coordinator(
+            lambda: c.committed([TopicPartition(topic, p) for p in parts], timeout=10))
         return {tp.partition: tp.offset for tp in res}
     finally:
         c.close()
