@@ -11,7 +11,7 @@ Every bound is a named field with a unit in its name and a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -220,24 +220,40 @@ def _format_errors(path: Path, text: str, err: ValidationError) -> str:
     return "\n".join(out)
 
 
-def parse_topology(text: str, path: Path) -> Topology:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_yaml_model(text: str, path: Path, model: type[M], shape: str) -> M:
+    """YAML text -> validated frozen ``model``; errors name file, line and key.
+
+    ``shape`` completes "a topology is a mapping with ..." for a document that is not a mapping.
+    The model must have a ``source_path`` field: it records where the document came from.
+    """
     try:
         raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise TopologyError(f"{path}:1: a topology is a mapping with keys id, input, model, ...")
+        raise TopologyError(f"{path}:1: a topology is a mapping with {shape}")
     raw["source_path"] = str(path)
     try:
-        return Topology.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise TopologyError(_format_errors(path, text, exc)) from None
 
 
-def load_topology(path: str | Path) -> Topology:
+def read_yaml_model(path: str | Path, model: type[M], shape: str, example: str) -> M:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TopologyError(f"{p}: no such topology file (see topologies/ for examples)") from None
-    return parse_topology(text, p)
+        raise TopologyError(f"{p}: no such topology file (see {example})") from None
+    return parse_yaml_model(text, p, model, shape)
+
+
+def parse_topology(text: str, path: Path) -> Topology:
+    return parse_yaml_model(text, path, Topology, "keys id, input, model, ...")
+
+
+def load_topology(path: str | Path) -> Topology:
+    return read_yaml_model(path, Topology, "keys id, input, model, ...", "topologies/fraud.yaml")

@@ -44,11 +44,10 @@ from typing import Any, Literal, Protocol, TypedDict
 
 import mmh3
 import orjson
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.settings import Settings
-from workers.topology import TRANSACTION_FIELDS, TopologyError, _format_errors
+from workers.topology import TRANSACTION_FIELDS, TopologyError, parse_yaml_model, read_yaml_model
 
 # ---- topology ------------------------------------------------------------------------------
 
@@ -136,27 +135,15 @@ class VelocityTopology(_Model):
         return max(a.window_ms for a in self.aggregates.values())
 
 
+_SHAPE = "keys id, input, feature_view, aggregates, ..."
+
+
 def parse_velocity_topology(text: str, path: Path) -> VelocityTopology:
-    try:
-        raw: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise TopologyError(f"{path}:1: a velocity topology is a mapping with keys id, input, aggregates, ...")
-    raw["source_path"] = str(path)
-    try:
-        return VelocityTopology.model_validate(raw)
-    except ValidationError as exc:
-        raise TopologyError(_format_errors(path, text, exc)) from None
+    return parse_yaml_model(text, path, VelocityTopology, _SHAPE)
 
 
 def load_velocity_topology(path: str | Path) -> VelocityTopology:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TopologyError(f"{p}: no such topology file (see topologies/velocity.yaml)") from None
-    return parse_velocity_topology(text, p)
+    return read_yaml_model(path, VelocityTopology, _SHAPE, "topologies/velocity.yaml")
 
 
 # ---- decode --------------------------------------------------------------------------------
