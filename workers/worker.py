@@ -168,8 +168,8 @@ class Worker:
         src, sink, batcher = self.source, self.sink, self._batcher
         last_commit = last_progress = last_msg = time.monotonic_ns()
         while not self._stop.is_set():
-            now = time.monotonic_ns()
-            timeout = 0.05 if src.paused else batcher.time_left_s(now)
+            # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
+            timeout = 0.05 if src.paused else batcher.time_left_s(time.time_ns())
             msgs = src.consume(batcher.room(), max(timeout, 0.001))
             now_wall = time.time_ns()
             if msgs or not src.has_assignment:
