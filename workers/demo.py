@@ -60,6 +60,7 @@ def summarize(w: Worker, seconds: float, produced: dict[str, Any]) -> dict[str, 
         "accounted_for": sink.acked_decisions + sink.acked_dead == w.stats.consumed,
         "verdicts": dict(w.stats.verdicts),
         "fallbacks": w.stats.fallbacks,
+        "degraded": w.stats.degraded,
         "throughput_per_s": round(sink.acked_decisions / active, 1) if active else 0.0,
         "seconds": round(active, 2),
         "wall_seconds": round(seconds, 2),
@@ -81,7 +82,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"dead-lettered    : {s['dead_lettered']}  {s['dead_letter_reasons']}")
     print(f"accounted for    : {s['accounted_for']} (decisions + dead letters == events in)")
     print(f"verdict mix      : {mix}")
-    print(f"fallbacks        : {s['fallbacks']}")
+    print(f"fallbacks        : {s['fallbacks']}   degraded (store unreadable, defaults): "
+          f"{s['degraded']}")
     print(f"throughput       : {s['throughput_per_s']:.0f} decisions/s over {s['seconds']} s")
     print(f"e2e latency      : p50 {s['e2e_latency_ms']['p50']} ms, p99 {s['e2e_latency_ms']['p99']} ms"
           " (Kafka record timestamp -> decision acknowledged)")

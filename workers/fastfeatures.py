@@ -314,7 +314,11 @@ class FastRedisReader:
         import redis
 
         self._disconnect()  # a half-read pipeline leaves replies on the socket
-        self._down_until = self._clock_s() + self._retry_after_s
+        # A slow reply (Redis alive, host busy) is retried on the next batch but one; only a
+        # refused or broken connection backs off for the full retry_after_ms.
+        slow = isinstance(e, (TimeoutError, redis.exceptions.TimeoutError))
+        backoff_s = min(self._retry_after_s, 0.1) if slow else self._retry_after_s
+        self._down_until = self._clock_s() + backoff_s
         host, port = self._settings.redis_host_port
         if isinstance(e, _StoreError):
             self.last_error = str(e)
@@ -322,9 +326,9 @@ class FastRedisReader:
             self.last_error = (f"Redis at {host}:{port} did not answer — is `streamscore dev up` running? "
                                f"({type(e).__name__}: {e})")
         if isinstance(e, (redis.exceptions.RedisError, OSError, _StoreError)):
-            log.warning("%s; serving defaults for %.0f ms", self.last_error, self._retry_after_s * 1000.0)
+            log.warning("%s; serving defaults for %.0f ms", self.last_error, backoff_s * 1000.0)
         else:  # a bug, not the store: keep scoring with defaults, but say where
-            log.exception("redis_fast reader failed; serving defaults for %.0f ms", self._retry_after_s * 1000.0)
+            log.exception("redis_fast reader failed; serving defaults for %.0f ms", backoff_s * 1000.0)
 
     def _socket(self) -> Any:
         if self._conn is None:

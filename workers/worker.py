@@ -51,6 +51,7 @@ class WorkerStats:
     consumed: int = 0
     batches: int = 0
     fallbacks: int = 0
+    degraded: int = 0  # rows scored with default features because the store could not be read
     verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -305,6 +306,8 @@ class Worker:
         t0 = time.perf_counter()
         feats = reader.fetch({f: getattr(batch, f) for f in self._entity_fields.values()})
         t1 = time.perf_counter()
+        if feats.degraded:
+            self.stats.degraded += n
         x = featurize.assemble(batch, feats, self.manifest)
         bad = ~np.isfinite(x).all(axis=1)
         why: list[str | None] = [None] * n

@@ -394,6 +394,8 @@ def test_silent_redis_times_out_within_the_budget(feature_store: Settings, manif
         t0 = time.perf_counter()
         out = fast.fetch(entities(["c000001"], ["m00001"]))
         took = time.perf_counter() - t0
+        # a slow store is tried again soon (~100 ms), not after the full 1 s retry_after_ms
+        assert fast._down_until - time.monotonic() <= 0.1
     finally:
         fast.close()
         for c in conns:
