@@ -295,4 +295,11 @@ def load_manifest(
                 f"{path}: sha256 of {model} is {actual}, manifest says {m.sha256} — "
                 "the model file was replaced without re-writing its manifest"
             )
+        base_sha = (m.variant or {}).get("base_sha256")
+        base = m.directory / str((m.variant or {}).get("base_file", "model.onnx"))
+        if base_sha and base.is_file() and sha256_file(base) != base_sha:
+            raise ManifestError(
+                f"{path}: this {variant} variant was made from an earlier {base.name} (retrained "
+                "since) — run `streamscore model quantize` again, or set model.variant: fp32"
+            )
     return m

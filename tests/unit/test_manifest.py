@@ -120,3 +120,16 @@ def test_committed_model_manifest() -> None:
     assert m.input.shape == (-1, len(FEATURE_ORDER_V1)) and m.output.shape == (-1, 1)
     assert m.metrics.heldout_auc >= 0.90
     assert 0.0 < m.thresholds.review < m.thresholds.decline < 1.0
+
+
+def test_stale_variant_is_refused(tmp_path: Path) -> None:
+    """A variant quantized from an earlier model.onnx must not be served after retraining."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "models" / "fraud_mlp" / "1"
+    dst = tmp_path / "fraud_mlp" / "1"
+    shutil.copytree(src, dst)
+    assert load_manifest(tmp_path, "fraud_mlp", 1, variant="int8").file == "model.int8.onnx"
+    (dst / "model.onnx").write_bytes((dst / "model.onnx").read_bytes() + b"\x00")  # "retrained"
+    with pytest.raises(ManifestError, match="quantize"):
+        load_manifest(tmp_path, "fraud_mlp", 1, variant="int8")
