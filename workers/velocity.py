@@ -36,7 +36,7 @@ import heapq
 import math
 import struct
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +46,7 @@ import mmh3
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workers.feastlayout import feast_key_builder, string_key_builder
 from workers.settings import Settings
 from workers.topology import TRANSACTION_FIELDS, TopologyError, parse_yaml_model, read_yaml_model
 
@@ -462,7 +463,6 @@ _VALUE_FIELDS: dict[str, str] = {
     "INT64": "int64_val", "INT32": "int32_val", "FLOAT": "float_val", "DOUBLE": "double_val",
 }
 _INTEGRAL = frozenset({"int64_val", "int32_val"})
-_STRING_TYPE = 2  # feast.value_type.ValueType.STRING
 
 
 def feast_hash_field(view: str, feature: str) -> bytes:
@@ -505,33 +505,21 @@ class FeastRedisLayout:
         return f"_ts:{self.view}".encode()
 
     @cached_property
-    def _key_prefix(self) -> bytes | None:
-        """Everything before the entity value in a v3 key, if the fast path reproduces Feast."""
-        if self.key_version != 3:
-            return None
-        jk = self.join_key.encode("utf-8")
-        # v3: n_keys, then per key (STRING type, len, name), then per value (type, len, bytes).
-        prefix = struct.pack("<III", 1, _STRING_TYPE, len(jk)) + jk + struct.pack("<I", _STRING_TYPE)
-        probe = "probe-\u00e9"
-        fast = prefix + struct.pack("<I", len(probe.encode())) + probe.encode()
-        # Guard against a Feast format change: fall back to Feast's own (slower) encoder.
-        return prefix if fast == self._feast_entity_key(probe) else None
+    def _key_of(self) -> Callable[[Any], bytes]:
+        """Feast's Redis key for an entity id: the fast builder if it reproduces Feast's own."""
+        from feast.value_type import ValueType
 
-    def _feast_entity_key(self, entity: str) -> bytes:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        ek = EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=entity)])
-        key: bytes = serialize_entity_key(ek, entity_key_serialization_version=self.key_version)
-        return key
+        slow = feast_key_builder(self.join_key, ValueType.STRING, self.project, self.key_version)
+        if self.key_version == 3:
+            fast = string_key_builder(self.join_key, self.project)
+            probe = "probe-\u00e9"
+            # Guard against a Feast format change: fall back to Feast's own (slower) encoder.
+            if fast(probe) == slow(probe):
+                return fast
+        return slow
 
     def redis_key(self, entity: str) -> bytes:
-        prefix = self._key_prefix
-        if prefix is None:
-            return self._feast_entity_key(entity) + self.project.encode("utf-8")
-        raw = entity.encode("utf-8")
-        return b"".join((prefix, struct.pack("<I", len(raw)), raw, self.project.encode("utf-8")))
+        return self._key_of(entity)
 
     def hset_commands(
         self, rows: Sequence[tuple[str, Values]], ts: bytes
