@@ -7,7 +7,7 @@
     streamscore demo [--count N] [--rate R] [--no-velocity]
     streamscore velocity run [TOPOLOGY] [--stop-after-s S]   Faust job keeping card_velocity fresh
     streamscore model train|quantize ...
-    streamscore bench features|engine ...
+    streamscore bench features|engine|pipeline ...
 
 Imports are lazy so ``streamscore dev status`` does not load ONNX Runtime or Feast.
 """
@@ -114,7 +114,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         from workers.train import main as train_main
 
         return train_main(args.rest)
-    from workers.quantize import main as quantize_main  # type: ignore[import-not-found,unused-ignore]
+    from workers.quantize import main as quantize_main
 
     code: int = quantize_main(args.rest)
     return code
@@ -122,11 +122,15 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "features":
-        from workers.bench_features import main as bf  # type: ignore[import-not-found,unused-ignore]
+        from workers.bench_features import main as bf
 
         code: int = bf(args.rest)
         return code
-    from workers.bench_engine import main as be  # type: ignore[import-not-found,unused-ignore]
+    if args.what == "pipeline":
+        from workers.bench_pipeline import main as bp
+
+        return bp(args.rest)
+    from workers.bench_engine import main as be
 
     code2: int = be(args.rest)
     return code2
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_model)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON)")
-    b.add_argument("what", choices=["features", "engine"])
+    b.add_argument("what", choices=["features", "engine", "pipeline"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
     return p

@@ -30,7 +30,7 @@ def make_reader(topology: Topology, settings: Settings, manifest: ModelManifest)
 
         return FeastSdkReader(settings.feature_repo, spec.feature_service, manifest,
                               settings=settings)
-    from workers.fastfeatures import FastRedisReader  # type: ignore[import-not-found,unused-ignore]
+    from workers.fastfeatures import FastRedisReader
 
     reader: FeatureReader = FastRedisReader.from_topology(topology, settings, manifest)
     return reader

@@ -98,6 +98,9 @@ class Worker:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=b.max_inflight_batches)
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
         self._backpressure = Backpressure(b.max_inflight_batches)
+        # Set by the scorer when the queue is down to the resume mark: a paused consumer wakes at
+        # once instead of sleeping out a poll timeout (measured: 35 pauses x 50 ms = 70% of a run).
+        self._drained = threading.Event()
         self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
         self._entity_fields = dict(topology.entities)
         self.sink: KafkaSink | None = None
@@ -169,9 +172,14 @@ class Worker:
         src, sink, batcher = self.source, self.sink, self._batcher
         last_commit = last_progress = last_msg = time.monotonic_ns()
         while not self._stop.is_set():
-            # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
-            timeout = 0.05 if src.paused else batcher.time_left_s(time.time_ns())
-            msgs = src.consume(batcher.room(), max(timeout, 0.001))
+            if src.paused:
+                self._drained.wait(0.05)
+                self._drained.clear()
+                timeout = 0.0  # paused partitions return nothing; this keeps the group alive
+            else:
+                # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
+                timeout = max(batcher.time_left_s(time.time_ns()), 0.001)
+            msgs = src.consume(batcher.room(), timeout)
             now_wall = time.time_ns()
             if msgs or not src.has_assignment:
                 last_msg = time.monotonic_ns()
@@ -292,6 +300,8 @@ class Worker:
                     self._emit(item, None, None, None, [f"internal_error:{type(exc).__name__}"] * len(item), {})
             finally:
                 self._queue.task_done()
+                if self._queue.qsize() <= self._backpressure.low:
+                    self._drained.set()
 
     def _score(self, batch: EventBatch, reader: FeatureReader, engine: Engine) -> None:
         late = expired(batch.kafka_ts_ms, self.topology.batching.deadline_ms,
