@@ -17,11 +17,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workers.devstack import TopicSpec
 
 DEFAULT_TOPOLOGY = "topologies/fraud.yaml"
 
 
-def _topics(topology_path: str) -> list[object]:
+def _topics(topology_path: str) -> list[TopicSpec]:
     from workers.devstack import TopicSpec
     from workers.topology import load_topology
 
@@ -40,7 +44,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if args.wipe:
         argv.append("--wipe")
     if args.action == "up" and args.topology:
-        devstack.up(topics=_topics(args.topology))  # type: ignore[arg-type]
+        devstack.up(topics=_topics(args.topology))
         return devstack.main(["status"])
     return devstack.main(argv)
 
@@ -52,7 +56,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     print("[setup] starting Kafka and Redis ...", flush=True)
-    devstack.up(settings, topics=_topics(args.topology))  # type: ignore[arg-type]
+    devstack.up(settings, topics=_topics(args.topology))
     print("[setup] Feast apply + materialize ...", flush=True)
     setup_features(settings, seed=args.seed)
     print("[setup] done", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -131,8 +132,6 @@ def run_demo(topology_path: str, *, count: int, rate: float, malformed_fraction:
     def start_producer() -> None:
         nonlocal prod
         prod = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, env=os.environ.copy())
-
-    import threading
 
     def launcher() -> None:
         worker.ready.wait(120)

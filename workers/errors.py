@@ -4,33 +4,17 @@ from __future__ import annotations
 
 
 def is_user_error(exc: BaseException) -> bool:
+    # Imported here: the error path alone pays for these modules (none of them loads Feast or Faust).
+    from workers.devstack import StackError
     from workers.engines.base import EngineError
+    from workers.featurestore import FeatureStoreError
+    from workers.manifest import ManifestError
     from workers.source import SourceError
     from workers.topology import TopologyError
+    from workers.velocity import VelocityAppError
 
-    known: tuple[type[BaseException], ...] = (TopologyError, EngineError, SourceError)
-    try:
-        from workers.devstack import StackError
-
-        known += (StackError,)
-    except ImportError:
-        pass
-    try:
-        from workers.manifest import ManifestError
-
-        known += (ManifestError,)
-    except ImportError:
-        pass
-    try:
-        from workers.featurestore import FeatureStoreError
-
-        known += (FeatureStoreError,)
-    except ImportError:
-        pass
-    try:
-        from workers.velocity_app import VelocityAppError
-
-        known += (VelocityAppError,)
-    except ImportError:
-        pass
-    return isinstance(exc, known)
+    return isinstance(
+        exc,
+        (TopologyError, EngineError, SourceError, StackError, ManifestError, FeatureStoreError,
+         VelocityAppError),
+    )

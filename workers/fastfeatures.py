@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workers.events import BoolArray, F64Array, ObjArray, OnlineFeatures
+from workers.features import FeatureDefaults
 from workers.feastlayout import GroupPlan, plan_groups
 from workers.feastwire import (
     CELL_WIDTH,
@@ -217,8 +218,9 @@ class FastRedisReader:
         self._clock_s = clock_s
         self._down_until = 0.0
         self.last_error: str | None = None
-        self._defaults = np.asarray(manifest.numeric_defaults(), dtype=np.float32)
-        self._string_defaults = {r: str(manifest.defaults[r]) for r in manifest.online_strings}
+        self._fill = FeatureDefaults(manifest)
+        self._defaults = self._fill.numeric
+        self._string_defaults = self._fill.strings
         self._strings = StringCells()
         self._groups, self._service_views = plan_groups(Path(repo_path).resolve(), feature_service, manifest,
                                                         self._settings)
@@ -532,16 +534,7 @@ class FastRedisReader:
         )
 
     def _all_defaults(self, n: int, *, degraded: bool, t0: float) -> OnlineFeatures:
-        man = self._manifest
-        return OnlineFeatures(
-            numeric=np.broadcast_to(self._defaults, (n, len(man.online_numeric))).copy(),
-            strings={r: np.full(n, self._string_defaults[r], dtype=object) for r in man.online_strings},
-            # Degraded: no view could be read, so every row counts as missing (never as stale).
-            missing={v: np.full(n, degraded, dtype=bool) for v in self._service_views},
-            stale={v: np.zeros(n, dtype=bool) for v in self._service_views},
-            degraded=degraded,
-            fetch_ms=(time.perf_counter() - t0) * 1000.0,
-        )
+        return self._fill.rows(n, self._service_views, degraded=degraded, t0=t0)
 
     def close(self) -> None:
         self._disconnect()

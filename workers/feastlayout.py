@@ -122,7 +122,7 @@ def plan_groups(repo: Path, feature_service: str, manifest: ModelManifest,
     except Exception as e:  # registry missing or service unknown: both mean "set up first"
         raise FeatureStoreError(
             f"feature service {feature_service!r} not found in {repo}'s registry ({e}) — "
-            "run `streamscore features setup`"
+            "run `streamscore setup`"
         ) from e
     man = manifest
     served = {f"{p.name}:{f.name}": f for p in service.feature_view_projections for f in p.features}

@@ -7,7 +7,11 @@ direct reader of Feast's Redis layout, see ``workers/fastfeatures.py``).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Protocol
+
+import numpy as np
 
 from workers.events import ObjArray, OnlineFeatures
 from workers.manifest import ModelManifest
@@ -21,6 +25,26 @@ class FeatureReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FeatureDefaults:
+    """The manifest's documented defaults as arrays: what a reader fills for rows it cannot read."""
+
+    def __init__(self, manifest: ModelManifest) -> None:
+        self.numeric = np.asarray(manifest.numeric_defaults(), dtype=np.float32)
+        self.strings = {r: str(manifest.defaults[r]) for r in manifest.online_strings}
+
+    def rows(self, n: int, views: Iterable[str], *, degraded: bool, t0: float) -> OnlineFeatures:
+        """``n`` rows of defaults; ``degraded``: the store could not be read at all."""
+        return OnlineFeatures(
+            numeric=np.broadcast_to(self.numeric, (n, self.numeric.shape[0])).copy(),
+            strings={r: np.full(n, v, dtype=object) for r, v in self.strings.items()},
+            # Degraded: no view could be read, so every row counts as missing (never as stale).
+            missing={v: np.full(n, degraded, dtype=bool) for v in views},
+            stale={v: np.zeros(n, dtype=bool) for v in views},
+            degraded=degraded,
+            fetch_ms=(time.perf_counter() - t0) * 1000.0,
+        )
 
 
 def make_reader(topology: Topology, settings: Settings, manifest: ModelManifest) -> FeatureReader:

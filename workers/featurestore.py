@@ -31,6 +31,7 @@ import pandas as pd
 
 from workers import datagen
 from workers.events import BoolArray, ObjArray, OnlineFeatures
+from workers.features import FeatureDefaults
 from workers.manifest import ModelManifest
 from workers.settings import Settings, get_settings
 
@@ -229,12 +230,13 @@ class FeastSdkReader:
         except Exception as e:  # registry missing or service unknown: both mean "set up first"
             raise FeatureStoreError(
                 f"feature service {feature_service!r} not found in {repo}'s registry ({e}) — "
-                "run `streamscore features setup`"
+                "run `streamscore setup`"
             ) from e
         self._join_keys = self._entity_join_keys()
         self._views = self._view_infos()
-        self._defaults = np.asarray(manifest.numeric_defaults(), dtype=np.float32)
-        self._string_defaults = {r: str(manifest.defaults[r]) for r in manifest.online_strings}
+        self._fill = FeatureDefaults(manifest)
+        self._defaults = self._fill.numeric
+        self._string_defaults = self._fill.strings
         self._no_retry_redis()
 
     # -- construction helpers
@@ -387,18 +389,7 @@ class FeastSdkReader:
         )
 
     def _all_defaults(self, n: int, *, degraded: bool, t0: float) -> OnlineFeatures:
-        man = self._manifest
-        numeric = np.broadcast_to(self._defaults, (n, len(man.online_numeric))).copy()
-        strings = {r: np.full(n, self._string_defaults[r], dtype=object) for r in man.online_strings}
-        return OnlineFeatures(
-            numeric=numeric,
-            strings=strings,
-            # Degraded: no view could be read, so every row counts as missing (never as stale).
-            missing={v: np.full(n, degraded, dtype=bool) for v in self._views},
-            stale={v: np.zeros(n, dtype=bool) for v in self._views},
-            degraded=degraded,
-            fetch_ms=(time.perf_counter() - t0) * 1000.0,
-        )
+        return self._fill.rows(n, self._views, degraded=degraded, t0=t0)
 
     def close(self) -> None:
         try:

@@ -171,9 +171,5 @@ class KafkaSource:
         self._tracker.mark_committed(offsets)
         return len(tps)
 
-    def committed(self, timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
-        parts = self._consumer.committed(self._assigned, timeout=timeout_s)
-        return {(p.topic, p.partition): p.offset for p in parts}
-
     def close(self) -> None:
         self._consumer.close()

@@ -541,6 +541,10 @@ class FeastRedisLayout:
         return out
 
 
+class VelocityAppError(RuntimeError):
+    """The velocity job cannot start as configured; the message says what to do."""
+
+
 class VelocityConfigError(TopologyError):
     """The topology does not fit the Feast registry; the message says what to change."""
 

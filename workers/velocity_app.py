@@ -52,6 +52,7 @@ from workers.velocity import (
     CardState,
     FeastRedisLayout,
     VelocityState,
+    VelocityAppError,
     VelocityTopology,
     decode_event,
     layout_from_registry,
@@ -64,10 +65,6 @@ log = logging.getLogger("streamscore.velocity")
 
 TABLE_NAME = "windows"
 READY_LINE = "velocity: ready"  # printed on stdout each time partitions are assigned and recovered
-
-
-class VelocityAppError(RuntimeError):
-    """The job cannot start as configured; the message says what to do."""
 
 
 # ---- settings -> Faust ---------------------------------------------------------------------
