@@ -124,7 +124,7 @@ def test_reader_needs_a_registry(tmp_path: Path, feature_store: Settings, manife
     (tmp_path / "feature_store.yaml").write_text(
         (feature_store.feature_repo / "feature_store.yaml").read_text()
     )
-    with pytest.raises(FeatureStoreError, match="streamscore features setup"):
+    with pytest.raises(FeatureStoreError, match="`streamscore setup`"):
         FeastSdkReader(tmp_path, manifest.feature_service, manifest, settings=feature_store)
 
 
