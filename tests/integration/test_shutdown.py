@@ -1,4 +1,4 @@
-"""SIGTERM mid-stream: in-flight decisions flushed, offsets committed, exit 0, nothing lost."""
+"""SIGTERM or SIGINT mid-stream: in-flight decisions flushed, offsets committed, exit 0, nothing lost."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 from confluent_kafka import Producer
 
@@ -28,8 +29,9 @@ def _write_topology(t: Topology, path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
 
 
-def test_sigterm_flushes_commits_and_exits_zero(feature_store: Settings, it_topology: Topology,
-                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_flushes_commits_and_exits_zero(feature_store: Settings, it_topology: Topology,
+                                               tmp_path: Path, signum: signal.Signals) -> None:
     t = it_topology
     topo_file = tmp_path / "t.yaml"
     _write_topology(t, topo_file)
@@ -51,7 +53,7 @@ def test_sigterm_flushes_commits_and_exits_zero(feature_store: Settings, it_topo
         if sum(committed_offsets(feature_store, t.input.consumer_group, t.input.topic).values()) > 0:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()[-3000:]
 
