@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -32,7 +32,7 @@ from workers.decide import Decider, ModelInfo
 from workers.decode import Decoder
 from workers.engines import Engine, make_engine
 from workers.engines.base import default_buckets
-from workers.events import EventBatch
+from workers.events import EventBatch, F32Array, OnlineFeatures
 from workers.features import FeatureReader, make_reader
 from workers.manifest import ModelManifest, load_manifest
 from workers.offsets import OffsetTracker
@@ -349,8 +349,9 @@ class Worker:
         for k, v in timings.items():
             self.stats.stage_ms[k] += v
 
-    def _emit(self, batch: EventBatch, scores: Any, x: Any, feats: Any,
-              why: list[str | None] | list[str], timings: dict[str, float]) -> None:
+    def _emit(self, batch: EventBatch, scores: F32Array | None, x: F32Array | None,
+              feats: OnlineFeatures | None, why: Sequence[str | None],
+              timings: dict[str, float]) -> None:
         assert self._decider is not None and self.sink is not None
         n = len(batch)
         if scores is None:
