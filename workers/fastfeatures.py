@@ -6,17 +6,20 @@ Same answers as ``FeastSdkReader`` (Feast's ``get_online_features``) at a fracti
   of the feature service, TTLs, value types, join keys, project, entity-key serialization version,
   the murmur3 field of every ``view:feature`` (``workers/feastlayout.py``). Nothing about the repo
   is written down here.
-* A micro-batch is ONE pipelined write of ``HMGET`` commands, one per distinct entity id (all views
-  of an entity live in one Redis hash: a card's ``card_profile`` and ``card_velocity`` come back
-  together), then reading the replies with hiredis in one loop. Request bytes are joined from
-  cached per-id pieces: serializing an entity key in Python costs more than fetching it.
-* Decoding is per batch, not per value: the replies become one byte matrix (numpy, one C pass) and
-  numpy reads protobuf's wire format column-wise (``float_val`` = tag + 4 bytes LE, ``double_val``
-  = tag + 8, ints and bools are varints, ``_ts:<view>`` a ``Timestamp`` of two varints). Cells of
-  another shape (other value type, extra fields) go through protobuf, read as Feast reads them;
-  so do replies of a few keys, where numpy's fixed cost per call exceeds protobuf's per cell.
-  The decoders are in ``workers/feastwire.py``; this module fetches, caches and assembles.
-  Replies are decoded in chunks as they stream in, overlapping with Redis working on the rest.
+* A micro-batch is ONE pipelined write: per distinct entity id, an ``HGETALL`` where the model
+  reads most of the entity's hash (the registry says how many fields Feast writes there; Redis
+  parses one argument instead of one per field, ~30% less server time) or else an ``HMGET`` of the
+  model's fields. All views of an entity live in one Redis hash (a card's ``card_profile`` and
+  ``card_velocity`` come back together). Request bytes are joined from cached per-id pieces:
+  serializing an entity key in Python costs more than fetching it.
+* Replies are read by a small C extension (``workers/_resp.c``): framed straight from the socket
+  buffer into a zero-padded cell matrix, then protobuf's wire format read into numbers
+  (``float_val`` = tag + 4 bytes LE, ``double_val`` = tag + 8, ints and bools varints, ``_ts``
+  a ``Timestamp`` of two varints), no Python object per cell. Whatever has arrived is decoded
+  while Redis works on the rest. Without the extension (no C compiler at install) replies go
+  through hiredis and numpy's column-wise decoders (``workers/feastwire.py``): same answers,
+  slower. Cells of another shape (other value type, extra fields, too long) go through protobuf,
+  read as Feast reads them; so do replies of a few keys, where per-call costs dominate.
 * Optional in-process cache (``cached_views``, ``cache_ttl_ms``, ``cache_max_entries``) for slowly
   changing views: decoded rows per entity id, hit/miss counted. Views sharing an entity are read by
   one HMGET, so they are cached together or not at all (a partial list is refused).
@@ -41,13 +44,14 @@ Feast raises. Not thread-safe: one reader per worker thread.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -56,11 +60,16 @@ from workers.features import FeatureDefaults
 from workers.feastlayout import GroupPlan, plan_groups
 from workers.feastwire import (
     CELL_WIDTH,
+    I32Array,
+    I64Array,
+    I8Array,
     IntpArray,
+    U8Array,
     StringCells,
     cell_matrix,
     decode_numbers,
     decode_timestamps,
+    feast_seconds,
     slow_number,
     slow_timestamp,
 )
@@ -75,9 +84,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamscore.fastfeatures")
 
+try:  # the C framing and decoding of HMGET replies (workers/_resp.c, built by `pip install`)
+    from workers._resp import decode_cells as _decode_cells
+    from workers._resp import parse_hgetall as _parse_hgetall
+    from workers._resp import parse_hmget as _parse_hmget
+except ImportError:  # pragma: no cover - depends on the install having had a C compiler
+    _parse_hmget = _parse_hgetall = _decode_cells = None
+
+NATIVE_AVAILABLE = _parse_hmget is not None
+Parser = Literal["auto", "native", "hiredis"]
+Command = Literal["auto", "hmget", "hgetall"]
+# A reply buffer larger than this means something is wrong (a 2048-row batch needs ~300 KB).
+MAX_REPLY_BYTES = 256 << 20
+
 # Up to this many cells (keys x fields) a reply is read with protobuf per cell (~1.1 us a cell):
 # the vectorized decode's fixed cost (~60 us a call) only pays off above it.
 SMALL_BATCH_CELLS = 48
+# Value kinds as workers/_resp.c's decode_cells names them (x: any other numeric kind, read by protobuf).
+_KIND_CODES = {"float_val": "f", "double_val": "d", "int64_val": "l", "int32_val": "i", "bool_val": "b",
+               "unix_timestamp_val": "u"}
+
+
+def _readable(sock: Any) -> bool:
+    return bool(select.select((sock,), (), (), 0)[0])
+
+
+def _kinds(g: GroupPlan) -> bytes:
+    return ("".join(_KIND_CODES.get(k, "x") for k in g.numeric_kinds) + "s" * len(g.string_refs)
+            + "t" * len(g.views)).encode("ascii")
 
 
 # ---- decoded rows and the reader's caches ----------------------------------------------------
@@ -203,6 +237,8 @@ class FastRedisReader:
         retry_after_ms: float = 1000.0,
         key_cache_max_entries: int = 200_000,  # ~40 MB at most; a hit saves ~1 us of Python per key
         decode_chunk_keys: int = 256,
+        parser: Parser = "auto",
+        command: Command = "auto",
         now_s: Callable[[], float] = time.time,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -234,6 +270,19 @@ class FastRedisReader:
         self._hiredis = hiredis
         self._reader: Any = hiredis.Reader()
         self._buf = bytearray(1 << 18)
+        if parser == "native" and not NATIVE_AVAILABLE:
+            raise FeatureStoreError("features parser 'native' asked for, but workers._resp was not built "
+                                    "(no C compiler at install?): reinstall with one, or use parser 'hiredis'")
+        self.parser: Parser = "native" if parser != "hiredis" and NATIVE_AVAILABLE else "hiredis"
+        # The native parser's socket buffer: replies land at [_end:], are framed from _pos.
+        self._rbuf = bytearray(1 << 18)
+        self._pos = self._end = 0
+        self._cell_kinds = {g.join_key: _kinds(g) for g in self._groups}
+        # HGETALL (native parser only): where the model reads most of the entity's hash.
+        self._hgetall = {g.join_key: self.parser == "native" and (command == "hgetall" or (
+            command == "auto" and g.prefers_hgetall)) for g in self._groups}
+        self._names = {g.join_key: (b"".join(g.fields), np.cumsum([len(f) for f in g.fields]).astype(np.int32))
+                       for g in self._groups}
 
     @classmethod
     def from_topology(cls, topology: Topology, settings: Settings, manifest: ModelManifest) -> FastRedisReader:
@@ -338,12 +387,14 @@ class FastRedisReader:
         if getattr(self._conn, "_sock", None) is None:
             self._conn.connect()
             self._reader = self._hiredis.Reader()
+            self._pos = self._end = 0
         return self._conn._sock
 
     def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.disconnect()
         self._reader = self._hiredis.Reader()
+        self._pos = self._end = 0
 
     def _fetch(self, entities: dict[str, ObjArray], n: int, t0: float) -> OnlineFeatures:
         clock = self._clock_s()
@@ -363,27 +414,21 @@ class FastRedisReader:
             if todo:
                 # Sent per group at once: Redis starts on this one while the next is prepared.
                 sock = sock or self._socket()
-                sock.sendall(g.request(keys.parts(todo)))
+                key_parts = keys.parts(todo)
+                sock.sendall(g.hgetall_request(key_parts) if self._hgetall[g.join_key] else g.request(key_parts))
             plans.append((g, codes, ids, slots, hit, todo))
         t_sent = time.perf_counter()
         io_s = decode_s = 0.0
         odd = 0
         results: list[_Rows] = []
+        if self._pos == self._end:  # every reply of the last batch was read: start at the front
+            self._pos = self._end = 0
+        read = self._read_native if self.parser == "native" else self._read_hiredis
         for (g, _, ids, slots, hit, todo), cache in zip(plans, self._caches):
             # Replies stream back as Redis works through the pipeline; decoding them in chunks
             # overlaps the client's decode with the server's work on the rest of the batch.
-            parts: list[_Rows] = []
-            n_chunks = max(1, round(len(todo) / self._chunk_keys))  # even chunks, ~chunk_keys each
-            bounds = [len(todo) * c // n_chunks for c in range(n_chunks + 1)]
-            for lo, hi in zip(bounds, bounds[1:]):
-                t1 = time.perf_counter()
-                replies = self._recv(sock, hi - lo)
-                t2 = time.perf_counter()
-                rows, k = self._decode(g, replies)
-                parts.append(rows)
-                odd += k
-                io_s += t2 - t1
-                decode_s += time.perf_counter() - t2
+            parts, k, io, dec = read(sock, g, len(todo))
+            odd, io_s, decode_s = odd + k, io_s + io, decode_s + dec
             t2 = time.perf_counter()
             rows = parts[0] if len(parts) == 1 else _Rows.concat(parts) if parts else _Rows.empty(g, 0)
             if cache is not None and hit is not None:
@@ -409,6 +454,24 @@ class FastRedisReader:
         })
         return out
 
+    def _read_hiredis(self, sock: Any, g: GroupPlan, k: int) -> tuple[list[_Rows], int, float, float]:
+        """``k`` replies through hiredis (one bytes object per cell), decoded in chunks."""
+        parts: list[_Rows] = []
+        odd = 0
+        io_s = decode_s = 0.0
+        n_chunks = max(1, round(k / self._chunk_keys))  # even chunks, ~chunk_keys each
+        bounds = [k * c // n_chunks for c in range(n_chunks + 1)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            t1 = time.perf_counter()
+            replies = self._recv(sock, hi - lo)
+            t2 = time.perf_counter()
+            rows, n = self._decode_replies(g, replies)
+            parts.append(rows)
+            odd += n
+            io_s += t2 - t1
+            decode_s += time.perf_counter() - t2
+        return parts, odd, io_s, decode_s
+
     def _recv(self, sock: Any, k: int) -> list[Any]:
         """The next ``k`` replies (error replies come back as exception objects, not raised)."""
         out: list[Any] = []
@@ -429,12 +492,104 @@ class FastRedisReader:
                 raise ConnectionError("Redis closed the connection")
             reader.feed(buf, 0, nbytes)
 
-    def _decode(self, g: GroupPlan, replies: list[Any]) -> tuple[_Rows, int]:
+    def _read_native(self, sock: Any, g: GroupPlan, k: int) -> tuple[list[_Rows], int, float, float]:
+        """``k`` replies framed by ``workers._resp`` straight from the socket buffer into a cell
+        matrix (no Python object per cell), decoded as soon as ``decode_chunk_keys`` are in."""
+        assert _parse_hmget is not None and _parse_hgetall is not None
+        hgetall, (names, ends) = self._hgetall[g.join_key], self._names[g.join_key]
+        parts: list[_Rows] = []
+        if not k:
+            return parts, 0, 0.0, 0.0
+        f, w = len(g.fields), CELL_WIDTH
+        cells: U8Array = np.empty((k, f, w), dtype=np.uint8)
+        lens: I32Array = np.empty((k, f), dtype=np.int32)
+        offs: I64Array = np.empty((k, f), dtype=np.int64)
+        status: I8Array = np.empty(k, dtype=np.int8)
+        row = done = odd = 0
+        io_s = decode_s = 0.0
+        t1 = time.perf_counter()
+        while True:
+            try:
+                if hgetall:
+                    self._pos, row = _parse_hgetall(self._rbuf, self._pos, self._end, row, k, names, ends, w,
+                                                    cells, lens, offs, status)
+                else:
+                    self._pos, row = _parse_hmget(self._rbuf, self._pos, self._end, row, k, f, w, cells, lens,
+                                                  offs, status)
+            except ValueError as e:
+                raise ConnectionError(str(e)) from None
+            # Decode when a chunk is in, or when the socket has nothing more yet (the wait would
+            # be idle): what Redis has answered is decoded while it works on the rest.
+            if row == k or row - done >= self._chunk_keys or (row - done >= 16 and not _readable(sock)):
+                t2 = time.perf_counter()
+                io_s += t2 - t1
+                rows, n = self._decode_native(g, cells[done:row], lens[done:row], offs[done:row], status[done:row])
+                parts.append(rows)
+                odd += n
+                done = row
+                t1 = time.perf_counter()
+                decode_s += t1 - t2
+                if row == k:
+                    return parts, odd, io_s, decode_s
+            self._recv_more(sock)
+
+    def _recv_more(self, sock: Any) -> None:
+        """More reply bytes into ``_rbuf[_end:]``; the buffer grows (offsets stay valid)."""
+        if self._end == len(self._rbuf):
+            if len(self._rbuf) >= MAX_REPLY_BYTES:
+                raise _StoreError(f"Redis replies for one batch exceed {MAX_REPLY_BYTES >> 20} MB: "
+                                  "lower batching.max_batch")
+            self._rbuf.extend(bytes(len(self._rbuf)))
+        nbytes = sock.recv_into(memoryview(self._rbuf)[self._end :])
+        if not nbytes:
+            raise ConnectionError("Redis closed the connection")
+        self._end += nbytes
+
+    def _decode_native(self, g: GroupPlan, m: U8Array, lens: I32Array, offs: I64Array,
+                       status: I8Array) -> tuple[_Rows, int]:
+        buf = self._rbuf
+
+        def cell(r: int, j: int) -> bytes | None:
+            n = int(lens[r, j])
+            return None if n < 0 else bytes(buf[offs[r, j] : offs[r, j] + n])
+
+        if status.any():  # error replies and other shapes read as missing (cells are zeroed)
+            for r in np.flatnonzero(status == 1).tolist():
+                self._reply_error(g, bytes(buf[offs[r, 0] : offs[r, 0] + lens[r, 0]]).decode("utf-8", "replace"))
+            lens = lens.copy()
+            lens[status != 0] = -1
+        u, (nn, ns, nv) = m.shape[0], (len(g.numeric_kinds), len(g.string_refs), len(g.views))
+        assert _decode_cells is not None
+        numbers: F64Array = np.empty((u, nn))
+        sec, nanos = np.empty((u, nv), np.int64), np.empty((u, nv), np.int64)
+        odd_cells: U8Array = np.empty((u, len(g.fields)), np.uint8)
+        odd = _decode_cells(m, lens, self._cell_kinds[g.join_key], numbers, sec, nanos, odd_cells, u, CELL_WIDTH)
+        ts: F64Array = feast_seconds(sec, nanos) if nanos.any() else sec.astype(np.float64)
+        if odd:
+            bad = odd_cells.view(bool)
+            self._slow(numbers, bad[:, :nn], cell, 0, slow_number)
+            self._slow(ts, bad[:, nn + ns :], cell, nn + ns, slow_timestamp)
+        strings = np.empty((u, ns), dtype=object)
+        has_string = np.empty((u, ns), dtype=bool)
+        for s in range(ns):
+            col = nn + s
+            strings[:, s], has_string[:, s] = self._strings.decode_padded(m[:, col], lens[:, col],
+                                                                          lambda r: cell(r, col))
+        return _Rows(numbers, strings, has_string, ts), int(odd)
+
+    def _decode_replies(self, g: GroupPlan, replies: list[Any]) -> tuple[_Rows, int]:
         u, f = len(replies), len(g.fields)
         if not u:
             return _Rows.empty(g, 0), 0
+        if not all(type(r) is list and len(r) == f for r in replies):
+            replies = self._clean(g, replies)
+
+        def cell(r: int, j: int) -> bytes | None:
+            c: bytes | None = replies[r][j]
+            return c
+
         if u * f <= SMALL_BATCH_CELLS:
-            return self._decode_small(g, replies)
+            return self._decode_small(g, u, cell)
         try:
             m = cell_matrix(replies)
             if m.shape[:2] != (u, f):
@@ -442,57 +597,70 @@ class FastRedisReader:
         except (ValueError, TypeError):
             replies = self._clean(g, replies)
             m = cell_matrix(replies)
+        nn = len(g.numeric_kinds)
+
+        def strings(s: int) -> tuple[ObjArray, BoolArray]:
+            return self._strings.decode(list(map(itemgetter(nn + s), replies)))
+
+        return self._decode(g, m, cell, strings)
+
+    def _decode(self, g: GroupPlan, m: U8Array, cell: Callable[[int, int], bytes | None],
+                strings_of: Callable[[int], tuple[ObjArray, BoolArray]]) -> tuple[_Rows, int]:
+        """Cells ``[u, fields, CELL_WIDTH]`` read column-wise by numpy; odd cells via ``cell``."""
+        u = m.shape[0]
         odd = 0
         ns, nn = len(g.string_refs), len(g.numeric_kinds)
         numbers, bad = decode_numbers(m[:, :nn], g.layout)
         if bad.any():
-            odd += self._slow(numbers, bad, replies, 0, slow_number)
+            odd += self._slow(numbers, bad, cell, 0, slow_number)
         ts, bad = decode_timestamps(m[:, nn + ns :].reshape(-1, CELL_WIDTH))
         ts = ts.reshape(u, len(g.views))
         if bad.any():
-            odd += self._slow(ts, bad.reshape(u, -1), replies, nn + ns, slow_timestamp)
+            odd += self._slow(ts, bad.reshape(u, -1), cell, nn + ns, slow_timestamp)
         strings = np.empty((u, ns), dtype=object)
         has_string = np.empty((u, ns), dtype=bool)
         for s in range(ns):
-            strings[:, s], has_string[:, s] = self._strings.decode(list(map(itemgetter(nn + s), replies)))
+            strings[:, s], has_string[:, s] = strings_of(s)
         return _Rows(numbers, strings, has_string, ts), odd
 
-    def _decode_small(self, g: GroupPlan, replies: list[Any]) -> tuple[_Rows, int]:
+    def _decode_small(self, g: GroupPlan, u: int, cell: Callable[[int, int], bytes | None]) -> tuple[_Rows, int]:
         """A few keys: protobuf per cell (Feast's own reading) beats numpy's fixed cost per call."""
         f = len(g.fields)
-        if not all(type(r) is list and len(r) == f for r in replies):
-            replies = self._clean(g, replies)
         nn, ns = len(g.numeric_kinds), len(g.string_refs)
-        u = len(replies)
-        numbers = np.array([[slow_number(r[j]) for j in range(nn)] for r in replies], np.float64).reshape(u, nn)
-        ts = np.array([[slow_timestamp(r[j]) for j in range(nn + ns, f)] for r in replies], np.float64)
+        numbers = np.array([[slow_number(cell(r, j)) for j in range(nn)] for r in range(u)],
+                           np.float64).reshape(u, nn)
+        ts = np.array([[slow_timestamp(cell(r, j)) for j in range(nn + ns, f)] for r in range(u)], np.float64)
         strings = np.empty((u, ns), dtype=object)
         has_string = np.empty((u, ns), dtype=bool)
         for s in range(ns):
-            strings[:, s], has_string[:, s] = self._strings.decode(list(map(itemgetter(nn + s), replies)))
+            strings[:, s], has_string[:, s] = self._strings.decode([cell(r, nn + s) for r in range(u)])
         return _Rows(numbers, strings, has_string, ts.reshape(u, len(g.views))), u * (nn + len(g.views))
 
     @staticmethod
-    def _slow(vals: F64Array, bad: BoolArray, replies: list[Any], first: int,
+    def _slow(vals: F64Array, bad: BoolArray, cell: Callable[[int, int], bytes | None], first: int,
               parse: Callable[[bytes | None], float]) -> int:
         """Cells the vectorized decoders could not read, through protobuf (``vals``/``bad``: [u, c])."""
         rows, cols = np.nonzero(bad)
         for r, c in zip(rows.tolist(), cols.tolist()):
-            vals[r, c] = parse(replies[r][first + c])
+            vals[r, c] = parse(cell(r, first + c))
         return len(rows)
 
     @staticmethod
-    def _clean(g: GroupPlan, replies: list[Any]) -> list[Any]:
+    def _reply_error(g: GroupPlan, msg: str) -> None:
+        """An error reply for one key: a cluster redirect fails the batch, anything else reads missing."""
+        if msg.startswith(("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")):
+            raise _StoreError(f"Redis answered {msg!r}: the redis_fast reader does not support "
+                              "Redis Cluster — use `features.reader: feast_sdk`")
+        log.warning("Redis answered %r for a %s key; reading it as missing", msg, g.join_key)
+
+    @classmethod
+    def _clean(cls, g: GroupPlan, replies: list[Any]) -> list[Any]:
         """Replies with errors or of the wrong shape: such keys read as having no values."""
         f = len(g.fields)
         clean: list[Any] = []
         for r in replies:
             if isinstance(r, Exception):
-                msg = str(r)
-                if msg.startswith(("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")):
-                    raise _StoreError(f"Redis answered {msg!r}: the redis_fast reader does not support "
-                                      "Redis Cluster — use `features.reader: feast_sdk`")
-                log.warning("Redis answered %r for a %s key; reading it as missing", msg, g.join_key)
+                cls._reply_error(g, str(r))
             ok = isinstance(r, list) and len(r) == f and all(x is None or isinstance(x, bytes) for x in r)
             clean.append(r if ok else [None] * f)
         return clean

@@ -50,6 +50,10 @@ class GroupPlan:
     string_refs: list[str]
     fields: list[bytes]
     key_of: Callable[[Any], bytes]  # entity id -> Redis key
+    # Fields Feast writes into this entity's hash (every registered view of the join key, plus a
+    # _ts each); 0 = unknown. When the model reads most of them, one HGETALL per id costs Redis
+    # less than an HMGET naming each field (its request is parsed per argument).
+    hash_fields: int = 0
     layout: NumericLayout = field(init=False)
     head: bytes = b""
     tail: bytes = b""
@@ -62,6 +66,17 @@ class GroupPlan:
 
     def request(self, key_parts: list[bytes]) -> bytes:
         return self.head + (self.tail + self.head).join(key_parts) + self.tail
+
+    @property
+    def prefers_hgetall(self) -> bool:
+        return 0 < self.hash_fields <= 2 * len(self.fields)
+
+    @staticmethod
+    def hgetall_request(key_parts: list[bytes]) -> bytes:
+        return _HGETALL + _HGETALL.join(key_parts)
+
+
+_HGETALL = b"*2\r\n$7\r\nHGETALL\r\n"
 
 
 def string_key_builder(join_key: str, project: str) -> Callable[[Any], bytes]:
@@ -144,6 +159,11 @@ def plan_groups(repo: Path, feature_service: str, manifest: ModelManifest,
                 "reader reads views of one join key — use `features.reader: feast_sdk`"
             )
         by_key.setdefault(cols[0].name, []).append((p.name, fv, cols[0]))
+    hash_fields: dict[str, int] = {}  # per join key, over every view of the registry
+    for fv in store.list_feature_views():
+        cols = list(fv.entity_columns)
+        if len(cols) == 1:
+            hash_fields[cols[0].name] = hash_fields.get(cols[0].name, 0) + len(fv.features) + 1
     groups: list[GroupPlan] = []
     for join_key, members in by_key.items():
         kinds: list[str] = []
@@ -190,5 +210,5 @@ def plan_groups(repo: Path, feature_service: str, manifest: ModelManifest,
                     )
             key_of = fast
         groups.append(GroupPlan(join_key, views, kinds, np.array(out_cols, np.intp), string_refs,
-                                [*fields[0], *fields[1], *fields[2]], key_of))
+                                [*fields[0], *fields[1], *fields[2]], key_of, hash_fields.get(join_key, 0)))
     return groups, [p.name for p in service.feature_view_projections]

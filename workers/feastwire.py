@@ -17,7 +17,7 @@ itself cannot parse may be read leniently here where Feast raises.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import repeat
@@ -31,6 +31,8 @@ from workers.events import BoolArray, F64Array, ObjArray
 U8Array = npt.NDArray[np.uint8]
 U64Array = npt.NDArray[np.uint64]
 I64Array = npt.NDArray[np.int64]
+I32Array = npt.NDArray[np.int32]
+I8Array = npt.NDArray[np.int8]
 IntpArray = npt.NDArray[np.intp]
 Cells = Sequence[bytes | None]
 
@@ -327,6 +329,7 @@ class StringCells:
 
     def _reset(self) -> None:
         self._codes: dict[bytes | None, int] = {None: 0, b"": 0}
+        self._padded: dict[bytes, int] = {}  # zero-padded cell -> code << 6 | its length
         self._by_str: dict[str, int] = {}
         self._strings: ObjArray = np.empty(1024, dtype=object)
         self._strings[0] = ""
@@ -341,6 +344,28 @@ class StringCells:
             for i in todo.tolist():
                 s = slow_string(cells[i])
                 codes[i] = self._codes[cells[i]] = 0 if s is None else self._intern(s)
+        return self._strings[codes], codes > 0
+
+    def decode_padded(self, cells: U8Array, lens: I32Array,
+                      exact: Callable[[int], bytes | None]) -> tuple[ObjArray, BoolArray]:
+        """The same for cells given as a zero-padded byte matrix ``[u, width]`` (``width`` < 64)
+        and their lengths (-1 = none): the padded bytes and the length key the intern table, so
+        only cells not seen before are read as bytes (``exact(i)``: cell ``i``'s bytes).
+        Cells of ``width`` bytes or more are not in the matrix and are read every time."""
+        u, width = cells.shape
+        keys = np.ascontiguousarray(cells).view(f"V{width}").reshape(u).tolist()
+        packed = np.fromiter(map(self._padded.get, keys, repeat(-1)), dtype=np.int64, count=u)
+        codes = packed >> 6
+        codes[lens <= 0] = 0  # None and b"" hold no string
+        todo = np.flatnonzero((lens > 0) & ((packed < 0) | ((packed & 63) != lens)))
+        if len(todo):
+            if len(self._padded) + len(todo) > self._max:
+                self._reset()
+            for i in todo.tolist():
+                s = slow_string(exact(i))
+                code = codes[i] = 0 if s is None else self._intern(s)
+                if lens[i] < width:
+                    self._padded[keys[i]] = code << 6 | int(lens[i])
         return self._strings[codes], codes > 0
 
     def _intern(self, s: str) -> int:

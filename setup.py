@@ -1,0 +1,11 @@
+"""Builds the one C helper (``workers._resp``, RESP framing for the redis_fast reader).
+
+Everything else is in pyproject.toml. The extension is optional: without a C compiler the
+install still succeeds and the reader uses hiredis (slower, same answers); `streamscore doctor`
+style checks and the test suite say which one is in use.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("workers._resp", ["workers/_resp.c"], optional=True,
+                             extra_compile_args=["-O2"])])
