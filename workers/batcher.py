@@ -46,9 +46,14 @@ class MicroBatcher:
 
     def ready(self, now_ns: int) -> EventBatch | None:
         """The next batch if full or timed out, else None. Call until it returns None."""
-        if self._size == 0:
+        size = self._size
+        if size == 0:
             return None
-        if self._size < self.max_batch and self.time_left_s(now_ns) > 0:
+        if size == self.max_batch and len(self._pieces) == 1:  # the common full batch: as it came
+            whole = self._pieces[0]
+            self._pieces, self._size, self._oldest_ns = [], 0, None
+            return whole
+        if size < self.max_batch and self.time_left_s(now_ns) > 0:
             return None
         return self._take(now_ns)
 

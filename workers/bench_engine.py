@@ -8,9 +8,10 @@ each batch size, it measures in the same run:
 - **raw**: ``InferenceSession.run`` on a ready numpy batch, with the same provider and threads;
 - **batcher+engine**: what the worker's scoring stage does, without Kafka: a source thread adds
   synthetic events (``EventBatch`` columns) to a ``MicroBatcher`` (``max_batch`` = the batch size)
-  and hands full batches through a bounded queue to a scoring thread, which takes the batch's
-  prepared feature rows (featurize-free: a view when the events are consecutive), calls
-  ``engine.infer`` and checks one score per event;
+  and submits full batches to the worker's ``ScoringStage`` (bounded queue + scoring thread;
+  batches up to ``--inline-max-batch`` rows scored on the source thread while the scorer is
+  idle), which takes the batch's prepared feature rows (featurize-free: a view when the events
+  are consecutive), calls ``engine.infer`` and checks one score per event;
 - **e2e** (``--source synthetic``): the same plus ``Decider.decide``, the decision records included.
 
 It reports rows/s (rows over wall time), per-call p50/p99 (scoring thread: lookup + infer
@@ -28,12 +29,10 @@ import argparse
 import json
 import os
 import platform
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,14 +47,16 @@ import onnxruntime as ort
 from workers import modelgraph
 from workers.batcher import MicroBatcher
 from workers.decide import Decider, ModelInfo
+from workers.dispatch import ScoringStage
 from workers.engines.base import Engine, EngineError
 from workers.events import EventBatch, F32Array
-from workers.topology import PolicySpec
+from workers.topology import BatchingSpec, PolicySpec
 
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
 QUICK_BATCHES = (1, 16, 256)
 MIN_CALLS = 3
-MAX_INFLIGHT_BATCHES = 4  # the topology default
+MAX_INFLIGHT_BATCHES = BatchingSpec().max_inflight_batches  # the topology defaults
+INLINE_MAX_BATCH = BatchingSpec().inline_max_batch
 HEAVY_SHAPE = (256, (1024, 1024, 1024, 1024))
 QUICK_HEAVY_SHAPE = (64, (128, 128))  # --quick: same family, small enough for a unit test
 
@@ -198,68 +199,68 @@ def _rows_of(rows: F32Array, offsets: npt.NDArray[np.int64]) -> F32Array:
     what ``streamscore bench features`` measures, not this stage.
     """
     n = offsets.shape[0]
-    first = int(offsets[0]) if n else 0
-    if n and int(offsets[-1]) - first == n - 1:
+    first = offsets.item(0) if n else 0
+    if n and offsets.item(n - 1) - first == n - 1:
         return rows[first:first + n]
     return rows[offsets]
 
 
 def time_through_batcher(
     engine: Engine, rows: F32Array, events: EventBatch, max_calls: int, seconds: float,
-    decider: Decider | None,
+    decider: Decider | None, inline_max_batch: int = INLINE_MAX_BATCH,
 ) -> Timing:
-    """Batches of ``len(events)`` events through batcher → queue → scoring thread.
+    """Batches of ``len(events)`` events through batcher → ``ScoringStage`` (the worker's own
+    hand-off: bounded queue + scoring thread, small batches inline while the scorer is idle).
 
     The source stops after ``max_calls`` batches, or after ``seconds`` once ``MIN_CALLS`` went in
     (decide is far slower than inference at large batches).
     """
     batch = len(events)
     batcher = MicroBatcher(batch, max_wait_ms=5)
-    q: queue.Queue[EventBatch | None] = queue.Queue(maxsize=MAX_INFLIGHT_BATCHES)
-    # The worker pauses its partitions when the queue is full and resumes at half: same here, so
-    # that the source wakes once per few batches rather than after every one.
-    resume = threading.Event()
     per_call: list[float] = []
     failure: list[BaseException] = []
 
-    def score() -> None:
-        try:
-            while (b := q.get()) is not None:
-                if q.qsize() <= MAX_INFLIGHT_BATCHES // 2:
-                    resume.set()
-                t = time.perf_counter()
-                x = _rows_of(rows, b.offset)
-                s = engine.infer(x)
-                if s.shape[0] != len(b):
-                    raise RuntimeError(f"engine returned {s.shape[0]} scores for {len(b)} rows")
-                if decider is not None:
-                    d = decider.decide(b, s, x, None, [None] * len(b), {})
-                    if len(d.values) != len(b):
-                        raise RuntimeError(f"decide gave {len(d.values)} records for {len(b)} events")
-                per_call.append(time.perf_counter() - t)
-        except BaseException as exc:  # surfaced by the caller after join
-            failure.append(exc)
-            resume.set()
-            while q.get() is not None:  # keep the source from blocking on a full queue
-                resume.set()
+    def score(b: EventBatch) -> None:
+        t = time.perf_counter()
+        x = _rows_of(rows, b.offset)
+        s = engine.infer(x)
+        if s.shape[0] != len(b):
+            raise RuntimeError(f"engine returned {s.shape[0]} scores for {len(b)} rows")
+        if decider is not None:
+            d = decider.decide(b, s, x, None, [None] * len(b), {})
+            if len(d.values) != len(b):
+                raise RuntimeError(f"decide gave {len(d.values)} records for {len(b)} events")
+        per_call.append(time.perf_counter() - t)
 
-    scorer = threading.Thread(target=score, name="bench-scorer", daemon=True)
-    scorer.start()
+    def failed(b: EventBatch, exc: Exception) -> None:
+        failure.append(exc)
+
+    stage = ScoringStage(score, failed, max_inflight=MAX_INFLIGHT_BATCHES, inline_max_batch=inline_max_batch,
+                         name="bench-scorer")
+    stage.start()
+
+    def submit(b: EventBatch) -> None:
+        # The worker pauses its partitions when the queue is full and resumes at half: same here,
+        # so the source wakes once per few batches rather than after every one.
+        while not stage.submit(b, timeout=0):
+            stage.drained.clear()
+            if not stage.submit(b, timeout=0):  # re-check: a set() may have raced the clear()
+                stage.drained.wait()
+            else:
+                return
+
     start = time.perf_counter()
     calls = 0
-    while calls < max_calls and (calls < MIN_CALLS or time.perf_counter() - start < seconds):
+    deadline = start + seconds
+    while not failure and calls < max_calls and (calls < MIN_CALLS or calls % 8 or time.perf_counter() < deadline):
         calls += 1
-        batcher.add(events, time.time_ns())
-        while (ready := batcher.ready(time.time_ns())) is not None:
-            q.put(ready)
-        if q.qsize() >= MAX_INFLIGHT_BATCHES:  # "pause" until the scorer is down to half
-            resume.clear()
-            if q.qsize() >= MAX_INFLIGHT_BATCHES:  # re-check: a set() may have raced the clear()
-                resume.wait()
+        now = time.time_ns()
+        batcher.add(events, now)
+        while (ready := batcher.ready(now)) is not None:
+            submit(ready)
     for rest in batcher.drain(time.time_ns()):
-        q.put(rest)
-    q.put(None)
-    scorer.join()
+        submit(rest)
+    stage.stop()
     wall = time.perf_counter() - start
     if failure:
         raise failure[0]
@@ -301,7 +302,7 @@ def _fmt_table(results: list[dict[str, Any]]) -> str:
 def run_bench(
     engines: list[str], cases: list[ModelCase], batches: list[int], *, seconds: float, threads: int,
     e2e: bool, heavy_cpu_max_batch: int, cache_dir: Path, cuda_graphs: bool = False,
-    precision: str = "fp32", progress: Callable[[str], None] = print,
+    precision: str = "fp32", inline_max_batch: int = INLINE_MAX_BATCH, progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -327,7 +328,8 @@ def run_bench(
                 if decider is not None:
                     modes.append(("e2e", decider))
                 for mode, dec in modes:
-                    t = time_through_batcher(engine, rows, events, max(MIN_CALLS, raw.calls), seconds, dec)
+                    t = time_through_batcher(engine, rows, events, max(MIN_CALLS, raw.calls), seconds, dec,
+                                             inline_max_batch)
                     results.append({
                         "engine": kind, "model": case.name, "precision": precision, "batch": b, "mode": mode,
                         "rows_per_s": round(t.rows_per_s, 1), "raw_rows_per_s": round(raw.rows_per_s, 1),
@@ -347,7 +349,7 @@ def run_bench(
         "onnxruntime": ort.__version__,
         "settings": {"seconds_per_figure": seconds, "intra_op_threads": threads, "batches": batches,
                      "precision": precision, "cuda_graphs": cuda_graphs,
-                     "heavy_cpu_max_batch": heavy_cpu_max_batch,
+                     "heavy_cpu_max_batch": heavy_cpu_max_batch, "inline_max_batch": inline_max_batch,
                      "models": {c.name: str(c.path) for c in cases}},
         "skipped": skipped,
         "results": results,
@@ -376,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="fp16: model.fp16.onnx beside the demo model, a float16 heavy model, "
                     "TensorRT's FP16 flag")
     ap.add_argument("--cuda-graphs", action="store_true", help="onnxruntime-cuda: CUDA graph per bucket")
+    ap.add_argument("--inline-max-batch", type=int, default=INLINE_MAX_BATCH,
+                    help="batches up to this size are scored on the submitting thread while the "
+                    "scorer is idle, as in the worker (batching.inline_max_batch); 0 = always hand off")
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the heavy model is written (default: a temporary directory)")
     args = ap.parse_args(argv)
@@ -412,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 engines, cases, batches, seconds=seconds, threads=args.threads,
                 e2e=args.source == "synthetic", heavy_cpu_max_batch=args.heavy_cpu_max_batch,
                 cache_dir=settings.state_dir / "tensorrt", cuda_graphs=args.cuda_graphs,
-                precision=args.precision,
+                precision=args.precision, inline_max_batch=args.inline_max_batch,
             )
         except EngineError as exc:
             print(f"bench engine: {exc}", file=sys.stderr)

@@ -110,6 +110,11 @@ class BatchingSpec(_Model):
     max_batch: int = Field(256, ge=1, le=65_536)
     max_wait_ms: int = Field(5, ge=0, le=10_000)
     max_inflight_batches: int = Field(4, ge=1, description="queued batches before partitions pause")
+    inline_max_batch: int = Field(
+        64, ge=0, le=65_536,
+        description="batches up to this size are scored on the consumer thread when the scorer is "
+                    "idle (a thread hand-off costs more than scoring them); 0 = always hand off",
+    )
     deadline_ms: int = Field(
         0, ge=0, description="score within event_time + this, else a fallback decision; 0 = off"
     )

@@ -4,6 +4,8 @@ Two threads. The consumer thread (the caller of ``run``) consumes in batches, de
 bad input, assembles micro-batches and commits offsets. The scoring thread takes whole micro-batches
 from a bounded queue and runs features, engine and decide, then produces decisions. So the next
 batch is assembled while the engine runs; when the queue is full the input partitions are paused.
+Small batches (``batching.inline_max_batch``) arriving while the scorer is idle are scored on the
+consumer thread instead, where a thread hand-off would cost more than scoring (``dispatch.py``).
 
 Every consumed message ends as exactly one decision or one dead letter; offsets are committed only
 after the broker acknowledged it (at-least-once). SIGINT/SIGTERM: stop consuming, score what is
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import queue
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from workers import featurize, metrics
 from workers.batcher import Backpressure, MicroBatcher, expired
 from workers.decide import Decider, ModelInfo
 from workers.decode import Decoder
+from workers.dispatch import ScoringStage
 from workers.engines import Engine, make_engine
 from workers.engines.base import default_buckets
 from workers.events import EventBatch, F32Array, OnlineFeatures
@@ -42,8 +44,6 @@ from workers.source import KafkaSource
 from workers.topology import Topology
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 @dataclass
@@ -95,12 +95,9 @@ class Worker:
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
         b = topology.batching
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=b.max_inflight_batches)
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
         self._backpressure = Backpressure(b.max_inflight_batches)
-        # Set by the scorer when the queue is down to the resume mark: a paused consumer wakes at
-        # once instead of sleeping out a poll timeout (measured: 35 pauses x 50 ms = 70% of a run).
-        self._drained = threading.Event()
+        self._stage: ScoringStage | None = None
         self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
         self._entity_fields = dict(topology.entities)
         self.sink: KafkaSink | None = None
@@ -150,16 +147,19 @@ class Worker:
         if self._install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
-        scorer = threading.Thread(
-            target=self._score_loop, args=(reader, engine), name="scorer", daemon=True
+        b = self.topology.batching
+        self._stage = stage = ScoringStage(
+            lambda batch: self._score(batch, reader, engine), self._score_failed,
+            max_inflight=b.max_inflight_batches, inline_max_batch=b.inline_max_batch,
+            low_water=self._backpressure.low,
         )
-        scorer.start()
+        stage.start()
         self.source.subscribe()
         self.ready.set()
         try:
             self._consume_loop()
         finally:
-            code = self._shutdown(scorer)
+            code = self._shutdown(stage)
             reader.close()
             close = getattr(engine, "close", None)
             if callable(close):
@@ -169,12 +169,15 @@ class Worker:
     # ---- consumer thread -------------------------------------------------------------------
     def _consume_loop(self) -> None:
         assert self.source is not None and self.sink is not None
-        src, sink, batcher = self.source, self.sink, self._batcher
+        src, sink, batcher, stage = self.source, self.sink, self._batcher, self._stage
+        assert stage is not None
         last_commit = last_progress = last_msg = time.monotonic_ns()
         while not self._stop.is_set():
             if src.paused:
-                self._drained.wait(0.05)
-                self._drained.clear()
+                # The scorer sets `drained` at the resume mark: wake at once rather than sleeping
+                # out a poll timeout (measured: 35 pauses x 50 ms = 70% of a run).
+                stage.drained.wait(0.05)
+                stage.drained.clear()
                 timeout = 0.0  # paused partitions return nothing; this keeps the group alive
             else:
                 # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
@@ -200,7 +203,7 @@ class Worker:
             while (ready := batcher.ready(time.time_ns())) is not None:
                 self._enqueue(ready)
             # Backpressure: pause input while the scoring stage has a full queue.
-            if self._backpressure.update(self._queue.qsize()):
+            if self._backpressure.update(stage.qsize()):
                 src.pause()
             elif src.paused:
                 src.resume()
@@ -210,8 +213,8 @@ class Worker:
             if now - last_commit >= self._commit_interval_ns:
                 src.commit()
                 last_commit = now
-            if self.tracker.failed:
-                self.error = self.tracker.failed[0]
+            if self.tracker.failed or stage.failed:
+                self.error = (self.tracker.failed or stage.failed)[0]
                 log.error("stopping: %s", self.error)
                 break
             if self._progress and now - last_progress >= self._progress_interval_s * 1e9:
@@ -237,22 +240,19 @@ class Worker:
         metrics.EVENTS.labels(self.topology.id).inc(len(msgs))
 
     def _enqueue(self, batch: EventBatch) -> None:
-        assert self.sink is not None and self.source is not None
-        while True:
-            try:
-                self._queue.put(batch, timeout=0.05)
-                return
-            except queue.Full:
-                if self._backpressure.update(self._queue.qsize()):
-                    self.source.pause()
-                self.stats.paused_times = self._backpressure.pauses
-                self.sink.poll(0)
+        assert self.sink is not None and self.source is not None and self._stage is not None
+        while not self._stage.submit(batch, timeout=0.05):
+            if self._backpressure.update(self._stage.qsize()):
+                self.source.pause()
+            self.stats.paused_times = self._backpressure.pauses
+            self.sink.poll(0)
 
     def _drain_for_revoke(self, tps: list[tuple[str, int]]) -> None:
         """Before partitions are given up: score and deliver everything in flight."""
         for b in self._batcher.drain(time.time_ns()):
             self._enqueue(b)
-        self._queue.join()
+        if self._stage is not None:
+            self._stage.join()
         if self.sink is not None:
             self.sink.flush(30.0)
 
@@ -260,13 +260,13 @@ class Worker:
         s = self.sink
         return 0 if s is None else s.acked_decisions + s.acked_dead
 
-    def _shutdown(self, scorer: threading.Thread) -> int:
+    def _shutdown(self, stage: ScoringStage) -> int:
         assert self.source is not None and self.sink is not None
         if self.error is None:
             for b in self._batcher.drain(time.time_ns()):
                 self._enqueue(b)
-        self._queue.put(_STOP)
-        scorer.join(timeout=60)
+        if not stage.stop(timeout=60):
+            self.error = self.error or "the scoring thread did not finish within 60 s"
         left = self.sink.flush(30.0)
         if left:
             self.error = self.error or f"{left} messages were not acknowledged by the broker"
@@ -286,22 +286,10 @@ class Worker:
         return 0
 
     # ---- scoring thread --------------------------------------------------------------------
-    def _score_loop(self, reader: FeatureReader, engine: Engine) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                assert isinstance(item, EventBatch)
-                self._score(item, reader, engine)
-            except Exception as exc:  # never silence: every row still gets a decision
-                log.exception("scoring failed for a batch; sending fallback decisions")
-                if isinstance(item, EventBatch):
-                    self._emit(item, None, None, None, [f"internal_error:{type(exc).__name__}"] * len(item), {})
-            finally:
-                self._queue.task_done()
-                if self._queue.qsize() <= self._backpressure.low:
-                    self._drained.set()
+    def _score_failed(self, batch: EventBatch, exc: Exception) -> None:
+        """A batch whose scoring raised: every row still gets a (fallback) decision."""
+        log.error("scoring failed for a batch; sending fallback decisions", exc_info=exc)
+        self._emit(batch, None, None, None, [f"internal_error:{type(exc).__name__}"] * len(batch), {})
 
     def _score(self, batch: EventBatch, reader: FeatureReader, engine: Engine) -> None:
         late = expired(batch.kafka_ts_ms, self.topology.batching.deadline_ms,

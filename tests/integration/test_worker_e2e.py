@@ -144,11 +144,12 @@ def test_worker_survives_only_malformed_input(stack: Settings, it_topology: Topo
 
 def test_backpressure_pauses_when_scoring_is_slow(feature_store: Settings,
                                                   it_topology: Topology) -> None:
-    """A slow engine fills the bounded queue; the worker pauses input instead of buffering."""
+    """A slow engine fills the bounded queue; the worker pauses input instead of buffering.
+    (inline_max_batch 0: every batch goes through the queue, as batches above it would.)"""
     from workers.engines import make_engine
 
     t = it_topology.model_copy(update={"batching": it_topology.batching.model_copy(
-        update={"max_batch": 16, "max_wait_ms": 1, "max_inflight_batches": 1})})
+        update={"max_batch": 16, "max_wait_ms": 1, "max_inflight_batches": 1, "inline_max_batch": 0})})
     inner = make_engine(t.model, feature_store.models_dir)
 
     class Slow:
