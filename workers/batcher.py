@@ -30,6 +30,14 @@ class MicroBatcher:
         """How many events the next consume call should ask for."""
         return max(1, self.max_batch - self._size)
 
+    def offer(self, batch: EventBatch, now_ns: int) -> EventBatch | None:
+        """``add`` + ``ready`` in one call: a whole batch arriving at an empty batcher passes
+        straight through; otherwise the next ready batch, if any (call ``ready`` for more)."""
+        if self._size == 0 and len(batch) == self.max_batch:
+            return batch
+        self.add(batch, now_ns)
+        return self.ready(now_ns)
+
     def add(self, batch: EventBatch, now_ns: int) -> None:
         if len(batch) == 0:
             return

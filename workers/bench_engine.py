@@ -255,9 +255,10 @@ def time_through_batcher(
     while not failure and calls < max_calls and (calls < MIN_CALLS or calls % 8 or time.perf_counter() < deadline):
         calls += 1
         now = time.time_ns()
-        batcher.add(events, now)
-        while (ready := batcher.ready(now)) is not None:
+        ready = batcher.offer(events, now)
+        while ready is not None:
             submit(ready)
+            ready = batcher.ready(now)
     for rest in batcher.drain(time.time_ns()):
         submit(rest)
     stage.stop()

@@ -63,7 +63,7 @@ class ScoringStage:
     def submit(self, batch: EventBatch, timeout: float | None = None) -> bool:
         """Score ``batch`` inline (small, scorer idle) or queue it; False if the queue stayed full
         for ``timeout`` seconds (the caller pauses its input and tries again)."""
-        if len(batch) <= self.inline_max_batch and self._lock.acquire(blocking=False):
+        if len(batch) <= self.inline_max_batch and self._lock.acquire(False):
             try:
                 if self._submitted == self._completed:
                     self.inline_batches += 1

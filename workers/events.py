@@ -50,7 +50,7 @@ class EventBatch:
     kafka_ts_ms: I64Array  # the Kafka record timestamp: when the event entered the stream
 
     def __len__(self) -> int:
-        return int(self.amount.shape[0])
+        return len(self.amount)
 
     def take(self, idx: npt.NDArray[np.intp]) -> EventBatch:
         """Rows ``idx`` of this batch, as a new batch (used to split off fallback rows)."""

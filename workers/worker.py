@@ -199,9 +199,10 @@ class Worker:
                         self.stats.dead_reasons[r] += c
                         metrics.DEAD_LETTERS.labels(self.topology.id, r).inc(c)
                     sink.send_dead_letters(dead)
-                batcher.add(batch, now_wall)
-            while (ready := batcher.ready(time.time_ns())) is not None:
+            ready = batcher.offer(batch, now_wall) if msgs else batcher.ready(time.time_ns())
+            while ready is not None:
                 self._enqueue(ready)
+                ready = batcher.ready(time.time_ns())
             # Backpressure: pause input while the scoring stage has a full queue.
             if self._backpressure.update(stage.qsize()):
                 src.pause()

@@ -28,6 +28,20 @@ def test_flush_at_max_batch_and_keeps_order() -> None:
     assert b.ready(0) is None  # remainder waits for time or size
 
 
+def test_offer_passes_whole_batches_through_and_keeps_order() -> None:
+    b = MicroBatcher(max_batch=4, max_wait_ms=1000)
+    whole = make(4, 0)
+    assert b.offer(whole, 0) is whole and len(b) == 0  # empty batcher, full batch: as it came
+    assert b.offer(make(3, 4), 0) is None and len(b) == 3
+    out = b.offer(make(4, 7), 0)  # something pending: it goes first
+    assert out is not None and out.offset.tolist() == [4, 5, 6, 7]
+    rest = b.ready(0)
+    assert rest is None and len(b) == 3
+    assert b.offer(make(0), 0) is None  # an empty piece (all dead-lettered) changes nothing
+    out = b.ready(2_000_000_000)
+    assert out is not None and out.offset.tolist() == [8, 9, 10]
+
+
 def test_flush_at_max_wait() -> None:
     b = MicroBatcher(max_batch=100, max_wait_ms=5)
     b.add(make(2), now_ns=1_000_000)
