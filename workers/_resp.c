@@ -181,66 +181,6 @@ static int writable(Py_buffer *buf, Py_ssize_t need, const char *name)
     return 1;
 }
 
-static PyObject *parse_hmget(PyObject *self, PyObject *args)
-{
-    Py_buffer src, cells, lens, offs, status;
-    Py_ssize_t start, end, row, rows, fields, width;
-    PyObject *result = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnnnnnw*w*w*w*", &src, &start, &end, &row, &rows, &fields, &width, &cells,
-                          &lens, &offs, &status))
-        return NULL;
-    if (start < 0 || end < start || end > src.len || row < 0 || rows < row || fields < 1 || width < 1) {
-        PyErr_SetString(PyExc_ValueError, "parse_hmget: bad bounds");
-        goto done;
-    }
-    if (!writable(&cells, rows * fields * width, "cells") || !writable(&lens, rows * fields * 4, "lens") ||
-        !writable(&offs, rows * fields * 8, "offs") || !writable(&status, rows, "status"))
-        goto done;
-    {
-        const unsigned char *b = (const unsigned char *)src.buf;
-        unsigned char *cell0 = (unsigned char *)cells.buf;
-        int32_t *len0 = (int32_t *)lens.buf;
-        int64_t *off0 = (int64_t *)offs.buf;
-        int8_t *st = (int8_t *)status.buf;
-        Py_ssize_t i = start;
-        for (; row < rows && i < end; row++) {
-            unsigned char *cell = cell0 + row * fields * width;
-            int32_t *len = len0 + row * fields;
-            int64_t *off = off0 + row * fields;
-            Py_ssize_t next = 0;
-            if (b[i] == '*') {
-                long long count;
-                Py_ssize_t j = int_line(b, i + 1, end, &count);
-                if (j < 0) {
-                    next = j;
-                } else if (count == fields) {
-                    next = hmget_cells(b, j, end, fields, width, cell, len, off);
-                    if (next > 0)
-                        st[row] = 0;
-                }
-            }
-            if (next == 0) /* not an HMGET reply of this shape: skip it whole */
-                next = other_reply(b, i, end, fields, width, cell, len, off, st + row);
-            if (next == INCOMPLETE)
-                break;
-            if (next == BAD) {
-                PyErr_Format(PyExc_ValueError, "Redis sent bytes that are not RESP2 at offset %zd", i);
-                goto done;
-            }
-            i = next;
-        }
-        result = Py_BuildValue("nn", i, row);
-    }
-done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&cells);
-    PyBuffer_Release(&lens);
-    PyBuffer_Release(&offs);
-    PyBuffer_Release(&status);
-    return result;
-}
-
 #define MAX_FIELDS 256
 
 /* The pairs of an HGETALL reply whose "*2K\r\n" ends at j, each value into its field's cell
@@ -288,13 +228,101 @@ static Py_ssize_t hgetall_cells(const unsigned char *b, Py_ssize_t j, Py_ssize_t
     return j;
 }
 
+/* HGETALL only: the fields asked for, one after the other (names), where each ends (ends), and
+ * the field each pair position matched last (hint). NULL for HMGET. */
+typedef struct {
+    const unsigned char *names;
+    const int32_t *ends;
+    int *hint;
+} ByName;
+
+/* Whole replies from b[i:end] into rows *row.. (see parse_hmget); BAD with *bad_at on junk. */
+static Py_ssize_t frame_rows(const unsigned char *b, Py_ssize_t i, Py_ssize_t end, Py_ssize_t *row_io,
+                             Py_ssize_t rows, Py_ssize_t fields, Py_ssize_t width, unsigned char *cell0,
+                             int32_t *len0, int64_t *off0, int8_t *st, const ByName *by_name, Py_ssize_t *bad_at)
+{
+    Py_ssize_t row = *row_io;
+    for (; row < rows && i < end; row++) {
+        unsigned char *cell = cell0 + row * fields * width;
+        int32_t *len = len0 + row * fields;
+        int64_t *off = off0 + row * fields;
+        Py_ssize_t next = 0;
+        if (b[i] == '*') {
+            long long count;
+            Py_ssize_t j = int_line(b, i + 1, end, &count);
+            if (j < 0)
+                next = j;
+            else if (by_name == NULL && count == fields)
+                next = hmget_cells(b, j, end, fields, width, cell, len, off);
+            else if (by_name != NULL && count >= 0 && count % 2 == 0)
+                next = hgetall_cells(b, j, end, count / 2, by_name->names, by_name->ends, fields, width, cell, len,
+                                     off, by_name->hint);
+            if (next > 0)
+                st[row] = 0;
+        }
+        if (next == 0) /* not a reply of the asked shape: skip it whole */
+            next = other_reply(b, i, end, fields, width, cell, len, off, st + row);
+        if (next == INCOMPLETE)
+            break;
+        if (next == BAD) {
+            *bad_at = i;
+            return BAD;
+        }
+        i = next;
+    }
+    *row_io = row;
+    return i;
+}
+
+static PyObject *framed(Py_ssize_t pos, Py_ssize_t bad_at, Py_ssize_t row)
+{
+    if (pos == BAD)
+        return PyErr_Format(PyExc_ValueError, "Redis sent bytes that are not RESP2 at offset %zd", bad_at);
+    return Py_BuildValue("nn", pos, row);
+}
+
+static int check_rows(Py_buffer *src, Py_ssize_t start, Py_ssize_t end, Py_ssize_t row, Py_ssize_t rows,
+                      Py_ssize_t fields, Py_ssize_t width, Py_buffer *cells, Py_buffer *lens, Py_buffer *offs,
+                      Py_buffer *status)
+{
+    if (start < 0 || end < start || end > src->len || row < 0 || rows < row || fields < 1 || width < 1) {
+        PyErr_SetString(PyExc_ValueError, "parse: bad bounds");
+        return 0;
+    }
+    return writable(cells, rows * fields * width, "cells") && writable(lens, rows * fields * 4, "lens") &&
+           writable(offs, rows * fields * 8, "offs") && writable(status, rows, "status");
+}
+
+static PyObject *parse_hmget(PyObject *self, PyObject *args)
+{
+    Py_buffer src, cells, lens, offs, status;
+    Py_ssize_t start, end, row, rows, fields, width, bad_at = 0;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nnnnnnw*w*w*w*", &src, &start, &end, &row, &rows, &fields, &width, &cells,
+                          &lens, &offs, &status))
+        return NULL;
+    if (check_rows(&src, start, end, row, rows, fields, width, &cells, &lens, &offs, &status)) {
+        Py_ssize_t pos = frame_rows((const unsigned char *)src.buf, start, end, &row, rows, fields, width,
+                                    (unsigned char *)cells.buf, (int32_t *)lens.buf, (int64_t *)offs.buf,
+                                    (int8_t *)status.buf, NULL, &bad_at);
+        result = framed(pos, bad_at, row);
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&cells);
+    PyBuffer_Release(&lens);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&status);
+    return result;
+}
+
 /* parse_hgetall(buf, start, end, row, rows, names, ends, width, cells, lens, offs, status)
  * -> (pos, row): parse_hmget's contract for HGETALL replies. names: the fields asked for, one
  * after the other; ends: int32 [F], where each ends in names. */
 static PyObject *parse_hgetall(PyObject *self, PyObject *args)
 {
     Py_buffer src, names, ends, cells, lens, offs, status;
-    Py_ssize_t start, end, row, rows, width, fields;
+    Py_ssize_t start, end, row, rows, width, fields, bad_at = 0;
     PyObject *result = NULL;
     int hint[MAX_FIELDS];
     (void)self;
@@ -302,53 +330,20 @@ static PyObject *parse_hgetall(PyObject *self, PyObject *args)
                           &cells, &lens, &offs, &status))
         return NULL;
     fields = ends.len / 4;
-    if (start < 0 || end < start || end > src.len || row < 0 || rows < row || fields < 1 || width < 1) {
-        PyErr_SetString(PyExc_ValueError, "parse_hgetall: bad bounds");
-        goto done;
-    }
-    if (!writable(&cells, rows * fields * width, "cells") || !writable(&lens, rows * fields * 4, "lens") ||
-        !writable(&offs, rows * fields * 8, "offs") || !writable(&status, rows, "status"))
-        goto done;
-    for (int p = 0; p < MAX_FIELDS; p++)
-        hint[p] = p < fields ? p : -1;
-    {
-        const unsigned char *b = (const unsigned char *)src.buf;
+    if (check_rows(&src, start, end, row, rows, fields, width, &cells, &lens, &offs, &status)) {
         const int32_t *end_of = (const int32_t *)ends.buf;
         if (end_of[fields - 1] > names.len) {
             PyErr_SetString(PyExc_ValueError, "parse_hgetall: names shorter than ends say");
-            goto done;
+        } else {
+            ByName by_name = {(const unsigned char *)names.buf, end_of, hint};
+            for (int p = 0; p < MAX_FIELDS; p++)
+                hint[p] = p < fields ? p : -1;
+            Py_ssize_t pos = frame_rows((const unsigned char *)src.buf, start, end, &row, rows, fields, width,
+                                        (unsigned char *)cells.buf, (int32_t *)lens.buf, (int64_t *)offs.buf,
+                                        (int8_t *)status.buf, &by_name, &bad_at);
+            result = framed(pos, bad_at, row);
         }
-        Py_ssize_t i = start;
-        for (; row < rows && i < end; row++) {
-            unsigned char *cell = (unsigned char *)cells.buf + row * fields * width;
-            int32_t *len = (int32_t *)lens.buf + row * fields;
-            int64_t *off = (int64_t *)offs.buf + row * fields;
-            int8_t *st = (int8_t *)status.buf + row;
-            Py_ssize_t next = 0;
-            if (b[i] == '*') {
-                long long count;
-                Py_ssize_t j = int_line(b, i + 1, end, &count);
-                if (j < 0)
-                    next = j;
-                else if (count >= 0 && count % 2 == 0)
-                    next = hgetall_cells(b, j, end, count / 2, (const unsigned char *)names.buf, end_of, fields,
-                                         width, cell, len, off, hint);
-                if (next > 0)
-                    *st = 0;
-            }
-            if (next == 0)
-                next = other_reply(b, i, end, fields, width, cell, len, off, st);
-            if (next == INCOMPLETE)
-                break;
-            if (next == BAD) {
-                PyErr_Format(PyExc_ValueError, "Redis sent bytes that are not RESP2 at offset %zd", i);
-                goto done;
-            }
-            i = next;
-        }
-        result = Py_BuildValue("nn", i, row);
     }
-done:
     PyBuffer_Release(&src);
     PyBuffer_Release(&names);
     PyBuffer_Release(&ends);
