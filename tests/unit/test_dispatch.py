@@ -69,8 +69,7 @@ def test_every_batch_exactly_once_from_a_busy_source() -> None:
         sent.append(first)
         first += n
     stage.stop(10)
-    assert [o for o, _ in rec.seen] == sent  # each once, in order
-    assert 0 < stage.inline_batches < 500
+    assert [o for o, _ in rec.seen] == sent  # each once, in order, whichever thread scored it
 
 
 def test_full_queue_refuses_then_drained_wakes_the_source() -> None:
