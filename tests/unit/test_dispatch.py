@@ -78,11 +78,12 @@ def test_full_queue_refuses_then_drained_wakes_the_source() -> None:
     stage = ScoringStage(rec.score, lambda b, e: None, max_inflight=2, inline_max_batch=0)
     stage.start()
     assert stage.submit(batch(1, 0))  # taken by the scorer, which blocks on the gate
-    for _ in range(100):
+    for _ in range(1000):
         if stage.qsize() == 0:
             break
         threading.Event().wait(0.01)
-    assert stage.submit(batch(1, 1)) and stage.submit(batch(1, 2))
+    assert stage.qsize() == 0, "the scorer never took the first batch"
+    assert stage.submit(batch(1, 1), timeout=5) and stage.submit(batch(1, 2), timeout=5)
     assert not stage.submit(batch(1, 3), timeout=0)  # bounded: the caller must pause
     stage.drained.clear()
     rec.gate.set()
