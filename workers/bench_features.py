@@ -283,7 +283,9 @@ def main(argv: list[str]) -> int:
     result["goals"] = _goals(result)
     _print(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)  # bench-results/ is not in a fresh clone
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0 if bench.parity_mismatches == 0 else 1
 
 

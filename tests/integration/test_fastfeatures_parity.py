@@ -476,7 +476,7 @@ def test_cluster_is_a_documented_refusal(tmp_path: Path, feature_store: Settings
 def test_bench_quick_writes_the_agreed_json(feature_store: Settings, tmp_path: Path) -> None:
     from workers.bench_features import main
 
-    out = tmp_path / "bench.json"
+    out = tmp_path / "results" / "bench.json"  # a folder that does not exist yet, as in a fresh clone
     assert main(["--quick", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [b["batch"] for b in data["batches"]] == [1, 64, 256, 512, 2048]
