@@ -105,10 +105,6 @@ _KIND_CODES = {"float_val": "f", "double_val": "d", "int64_val": "l", "int32_val
                "unix_timestamp_val": "u"}
 
 
-def _readable(sock: Any) -> bool:
-    return bool(select.select((sock,), (), (), 0)[0])
-
-
 def _kinds(g: GroupPlan) -> bytes:
     return ("".join(_KIND_CODES.get(k, "x") for k in g.numeric_kinds) + "s" * len(g.string_refs)
             + "t" * len(g.views)).encode("ascii")
@@ -277,6 +273,7 @@ class FastRedisReader:
         # The native parser's socket buffer: replies land at [_end:], are framed from _pos.
         self._rbuf = bytearray(1 << 18)
         self._pos = self._end = 0
+        self._poller = select.poll()
         self._cell_kinds = {g.join_key: _kinds(g) for g in self._groups}
         # HGETALL (native parser only): where the model reads most of the entity's hash.
         self._hgetall = {g.join_key: self.parser == "native" and (command == "hgetall" or (
@@ -388,6 +385,8 @@ class FastRedisReader:
             self._conn.connect()
             self._reader = self._hiredis.Reader()
             self._pos = self._end = 0
+            self._poller = select.poll()  # "has more arrived?" without select()'s fd limit
+            self._poller.register(self._conn._sock, select.POLLIN)
         return self._conn._sock
 
     def _disconnect(self) -> None:
@@ -520,7 +519,7 @@ class FastRedisReader:
                 raise ConnectionError(str(e)) from None
             # Decode when a chunk is in, or when the socket has nothing more yet (the wait would
             # be idle): what Redis has answered is decoded while it works on the rest.
-            if row == k or row - done >= self._chunk_keys or (row - done >= 16 and not _readable(sock)):
+            if row == k or row - done >= self._chunk_keys or (row - done >= 16 and not self._poller.poll(0)):
                 t2 = time.perf_counter()
                 io_s += t2 - t1
                 rows, n = self._decode_native(g, cells[done:row], lens[done:row], offs[done:row], status[done:row])
