@@ -105,6 +105,16 @@ _KIND_CODES = {"float_val": "f", "double_val": "d", "int64_val": "l", "int32_val
                "unix_timestamp_val": "u"}
 
 
+def _string_columns(u: int, ns: int,
+                    column: Callable[[int], tuple[ObjArray, BoolArray]]) -> tuple[ObjArray, BoolArray]:
+    """A group's string cells ``[u, ns]`` and their has-a-string flags, one column at a time."""
+    strings = np.empty((u, ns), dtype=object)
+    has_string = np.empty((u, ns), dtype=bool)
+    for s in range(ns):
+        strings[:, s], has_string[:, s] = column(s)
+    return strings, has_string
+
+
 def _kinds(g: GroupPlan) -> bytes:
     return ("".join(_KIND_CODES.get(k, "x") for k in g.numeric_kinds) + "s" * len(g.string_refs)
             + "t" * len(g.views)).encode("ascii")
@@ -568,13 +578,11 @@ class FastRedisReader:
             bad = odd_cells.view(bool)
             self._slow(numbers, bad[:, :nn], cell, 0, slow_number)
             self._slow(ts, bad[:, nn + ns :], cell, nn + ns, slow_timestamp)
-        strings = np.empty((u, ns), dtype=object)
-        has_string = np.empty((u, ns), dtype=bool)
-        for s in range(ns):
+        def strings_of(s: int) -> tuple[ObjArray, BoolArray]:
             col = nn + s
-            strings[:, s], has_string[:, s] = self._strings.decode_padded(m[:, col], lens[:, col],
-                                                                          lambda r: cell(r, col))
-        return _Rows(numbers, strings, has_string, ts), int(odd)
+            return self._strings.decode_padded(m[:, col], lens[:, col], lambda r: cell(r, col))
+
+        return _Rows(numbers, *_string_columns(u, ns, strings_of), ts), int(odd)
 
     def _decode_replies(self, g: GroupPlan, replies: list[Any]) -> tuple[_Rows, int]:
         u, f = len(replies), len(g.fields)
@@ -616,11 +624,7 @@ class FastRedisReader:
         ts = ts.reshape(u, len(g.views))
         if bad.any():
             odd += self._slow(ts, bad.reshape(u, -1), cell, nn + ns, slow_timestamp)
-        strings = np.empty((u, ns), dtype=object)
-        has_string = np.empty((u, ns), dtype=bool)
-        for s in range(ns):
-            strings[:, s], has_string[:, s] = strings_of(s)
-        return _Rows(numbers, strings, has_string, ts), odd
+        return _Rows(numbers, *_string_columns(u, ns, strings_of), ts), odd
 
     def _decode_small(self, g: GroupPlan, u: int, cell: Callable[[int, int], bytes | None]) -> tuple[_Rows, int]:
         """A few keys: protobuf per cell (Feast's own reading) beats numpy's fixed cost per call."""
@@ -629,10 +633,8 @@ class FastRedisReader:
         numbers = np.array([[slow_number(cell(r, j)) for j in range(nn)] for r in range(u)],
                            np.float64).reshape(u, nn)
         ts = np.array([[slow_timestamp(cell(r, j)) for j in range(nn + ns, f)] for r in range(u)], np.float64)
-        strings = np.empty((u, ns), dtype=object)
-        has_string = np.empty((u, ns), dtype=bool)
-        for s in range(ns):
-            strings[:, s], has_string[:, s] = self._strings.decode([cell(r, nn + s) for r in range(u)])
+        strings, has_string = _string_columns(
+            u, ns, lambda s: self._strings.decode([cell(r, nn + s) for r in range(u)]))
         return _Rows(numbers, strings, has_string, ts.reshape(u, len(g.views))), u * (nn + len(g.views))
 
     @staticmethod
