@@ -12,14 +12,16 @@ Same answers as ``FeastSdkReader`` (Feast's ``get_online_features``) at a fracti
   model's fields. All views of an entity live in one Redis hash (a card's ``card_profile`` and
   ``card_velocity`` come back together). Request bytes are joined from cached per-id pieces:
   serializing an entity key in Python costs more than fetching it.
-* Replies are read by a small C extension (``workers/_resp.c``): framed straight from the socket
-  buffer into a zero-padded cell matrix, then protobuf's wire format read into numbers
+* Replies are read by a small C extension (``workers/_resp.c``) as their bytes arrive: framed
+  straight from the socket buffer and protobuf's wire format read into numbers in the same pass
   (``float_val`` = tag + 4 bytes LE, ``double_val`` = tag + 8, ints and bools varints, ``_ts``
-  a ``Timestamp`` of two varints), no Python object per cell. Whatever has arrived is decoded
-  while Redis works on the rest. Without the extension (no C compiler at install) replies go
-  through hiredis and numpy's column-wise decoders (``workers/feastwire.py``): same answers,
-  slower. Cells of another shape (other value type, extra fields, too long) go through protobuf,
-  read as Feast reads them; so do replies of a few keys, where per-call costs dominate.
+  a ``Timestamp`` of two varints), no Python object per cell; what has arrived is read while
+  Redis works on the rest. String cells map to codes by their exact bytes in a C intern table
+  (``Interner``); missing/stale flags, defaults and the gather into the batch's rows are one more
+  C pass (``gather_rows``). Without the extension (no C compiler at install) replies go through
+  hiredis and numpy's column-wise decoders (``workers/feastwire.py``, ``gather_numpy``): same
+  answers, slower. Cells of another shape (other value type, extra fields) go through protobuf,
+  read as Feast reads them; so do few-key replies on the hiredis path.
 * Optional in-process cache (``cached_views``, ``cache_ttl_ms``, ``cache_max_entries``) for slowly
   changing views: decoded rows per entity id, hit/miss counted. Views sharing an entity are read by
   one HMGET, so they are cached together or not at all (a partial list is refused).
@@ -44,7 +46,6 @@ Feast raises. Not thread-safe: one reader per worker thread.
 from __future__ import annotations
 
 import logging
-import select
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
-from workers.events import BoolArray, F64Array, ObjArray, OnlineFeatures
+from workers.events import BoolArray, F32Array, F64Array, ObjArray, OnlineFeatures
 from workers.features import FeatureDefaults
 from workers.feastlayout import GroupPlan, plan_groups
 from workers.feastwire import (
@@ -85,11 +87,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamscore.fastfeatures")
 
 try:  # the C framing and decoding of HMGET replies (workers/_resp.c, built by `pip install`)
-    from workers._resp import decode_cells as _decode_cells
+    from workers._resp import Interner as _Interner
+    from workers._resp import gather_rows as _gather_rows
     from workers._resp import parse_hgetall as _parse_hgetall
     from workers._resp import parse_hmget as _parse_hmget
 except ImportError:  # pragma: no cover - depends on the install having had a C compiler
-    _parse_hmget = _parse_hgetall = _decode_cells = None
+    _parse_hmget = _parse_hgetall = _gather_rows = _Interner = None
 
 NATIVE_AVAILABLE = _parse_hmget is not None
 Parser = Literal["auto", "native", "hiredis"]
@@ -100,7 +103,7 @@ MAX_REPLY_BYTES = 256 << 20
 # Up to this many cells (keys x fields) a reply is read with protobuf per cell (~1.1 us a cell):
 # the vectorized decode's fixed cost (~60 us a call) only pays off above it.
 SMALL_BATCH_CELLS = 48
-# Value kinds as workers/_resp.c's decode_cells names them (x: any other numeric kind, read by protobuf).
+# Value kinds as workers/_resp.c's parsers name them (x: any other numeric kind, read by protobuf).
 _KIND_CODES = {"float_val": "f", "double_val": "d", "int64_val": "l", "int32_val": "i", "bool_val": "b",
                "unix_timestamp_val": "u"}
 
@@ -148,6 +151,72 @@ class _Rows:
     @staticmethod
     def concat(parts: list[_Rows]) -> _Rows:
         return _Rows(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("numbers", "strings", "has_string", "ts")))
+
+
+@dataclass(frozen=True)
+class _GatherPlan:
+    """A group's layout as ``workers._resp.gather_rows`` takes it."""
+
+    views: list[str]
+    string_refs: list[str]
+    num_view: npt.NDArray[np.int32]  # view of each numeric cell
+    str_view: npt.NDArray[np.int32]  # view of each string cell
+    ttl: F64Array  # per view, 0 = never stale
+    defaults: F32Array  # per numeric cell
+    out_cols: npt.NDArray[np.int32]  # manifest.online_numeric column of each numeric cell
+
+    @staticmethod
+    def of(g: GroupPlan, defaults: F32Array) -> _GatherPlan:
+        num_view = np.empty(len(g.numeric_kinds), np.int32)
+        str_view = np.empty(len(g.string_refs), np.int32)
+        for vi, v in enumerate(g.views):
+            num_view[v.numeric], str_view[v.strings] = vi, vi
+        return _GatherPlan([v.name for v in g.views], list(g.string_refs), num_view, str_view,
+                           np.array([v.ttl_s for v in g.views], np.float64),
+                           np.ascontiguousarray(defaults[g.numeric_out], np.float32),
+                           np.asarray(g.numeric_out, np.int32))
+
+
+def gather_numpy(g: GroupPlan, rows: _Rows, codes: IntpArray, now: float, drop_stale: bool, defaults: F32Array,
+                 string_defaults: dict[str, str], numeric: F32Array, strings: dict[str, ObjArray],
+                 missing: dict[str, BoolArray], stale: dict[str, BoolArray]) -> None:
+    """A group's rows (one per entity id) into the batch's rows (``codes``: each row's id): its
+    columns of ``numeric`` [n, online_numeric], its ``strings``, and per view ``missing`` / ``stale``
+    (with ``drop_stale``, a value past its view's TTL reads as its default)."""
+    present = ~np.isnan(rows.numbers)
+    has_string = rows.has_string.copy()
+    for vi, v in enumerate(g.views):
+        ts = rows.ts[:, vi]
+        any_present = present[:, v.numeric].any(axis=1) | has_string[:, v.strings].any(axis=1)
+        miss = ~any_present | (ts <= 0.0)
+        old = ~miss & (v.ttl_s > 0) & (now - ts > v.ttl_s)
+        missing[v.name], stale[v.name] = miss[codes], old[codes]
+        if drop_stale and old.any():
+            # A value past its TTL counts as absent for the model, as in Feast's semantics.
+            present[:, v.numeric] &= ~old[:, None]
+            has_string[:, v.strings] &= ~old[:, None]
+    values = np.where(present, rows.numbers.astype(np.float32), defaults[g.numeric_out])
+    numeric[:, g.numeric_out] = values[codes]
+    for s, ref in enumerate(g.string_refs):
+        strings[ref] = np.where(has_string[:, s], rows.strings[:, s], string_defaults[ref])[codes]
+
+
+def gather_native(plan: _GatherPlan, rows: _Rows, codes: IntpArray, now: float, drop_stale: bool,
+                  string_defaults: dict[str, str], numeric: F32Array, strings: dict[str, ObjArray],
+                  missing: dict[str, BoolArray], stale: dict[str, BoolArray]) -> None:
+    """``gather_numpy`` with the numbers and flags in one C pass (``workers._resp.gather_rows``)."""
+    assert _gather_rows is not None
+    n, nv = len(codes), len(plan.views)
+    miss, old = np.empty((nv, n), bool), np.empty((nv, n), bool)
+    str_ok = np.empty((n, len(plan.str_view)), bool)
+    _gather_rows(np.ascontiguousarray(rows.numbers, np.float64), np.ascontiguousarray(rows.ts, np.float64),
+                 np.ascontiguousarray(rows.has_string, bool), plan.num_view, plan.str_view, plan.ttl, now,
+                 drop_stale, plan.defaults, np.ascontiguousarray(codes, np.int64), numeric, plan.out_cols, miss,
+                 old, str_ok)
+    for vi, name in enumerate(plan.views):
+        missing[name], stale[name] = miss[vi], old[vi]
+    for s, ref in enumerate(plan.string_refs):
+        strings[ref] = np.where(str_ok[:, s], rows.strings[codes, s], string_defaults[ref])
 
 
 class _RowCache:
@@ -263,7 +332,7 @@ class FastRedisReader:
         self._fill = FeatureDefaults(manifest)
         self._defaults = self._fill.numeric
         self._string_defaults = self._fill.strings
-        self._strings = StringCells()
+        self._strings = StringCells(native_table=_Interner)
         self._groups, self._service_views = plan_groups(Path(repo_path).resolve(), feature_service, manifest,
                                                         self._settings)
         self._keys = [_KeyCache(g.key_of, key_cache_max_entries) for g in self._groups]
@@ -283,8 +352,11 @@ class FastRedisReader:
         # The native parser's socket buffer: replies land at [_end:], are framed from _pos.
         self._rbuf = bytearray(1 << 18)
         self._pos = self._end = 0
-        self._poller = select.poll()
         self._cell_kinds = {g.join_key: _kinds(g) for g in self._groups}
+        # The native parser's readers also gather rows into the batch in C (the numpy path is
+        # the hiredis parser's; parity tests run both).
+        self._gather = ({g.join_key: _GatherPlan.of(g, self._defaults) for g in self._groups}
+                        if self.parser == "native" and _gather_rows is not None else None)
         # HGETALL (native parser only): where the model reads most of the entity's hash.
         self._hgetall = {g.join_key: self.parser == "native" and (command == "hgetall" or (
             command == "auto" and g.prefers_hgetall)) for g in self._groups}
@@ -395,8 +467,6 @@ class FastRedisReader:
             self._conn.connect()
             self._reader = self._hiredis.Reader()
             self._pos = self._end = 0
-            self._poller = select.poll()  # "has more arrived?" without select()'s fd limit
-            self._poller.register(self._conn._sock, select.POLLIN)
         return self._conn._sock
 
     def _disconnect(self) -> None:
@@ -502,45 +572,40 @@ class FastRedisReader:
             reader.feed(buf, 0, nbytes)
 
     def _read_native(self, sock: Any, g: GroupPlan, k: int) -> tuple[list[_Rows], int, float, float]:
-        """``k`` replies framed by ``workers._resp`` straight from the socket buffer into a cell
-        matrix (no Python object per cell), decoded as soon as ``decode_chunk_keys`` are in."""
+        """``k`` replies framed and decoded by ``workers._resp`` straight from the socket buffer
+        (no Python object per cell) as their bytes arrive: what Redis has answered is read while
+        it works on the rest, leaving only strings and odd cells for the end."""
         assert _parse_hmget is not None and _parse_hgetall is not None
-        hgetall, (names, ends) = self._hgetall[g.join_key], self._names[g.join_key]
-        parts: list[_Rows] = []
         if not k:
-            return parts, 0, 0.0, 0.0
-        f, w = len(g.fields), CELL_WIDTH
-        cells: U8Array = np.empty((k, f, w), dtype=np.uint8)
+            return [], 0, 0.0, 0.0
+        hgetall, (names, ends) = self._hgetall[g.join_key], self._names[g.join_key]
+        kinds = self._cell_kinds[g.join_key]
+        f, nn, nv = len(g.fields), len(g.numeric_kinds), len(g.views)
         lens: I32Array = np.empty((k, f), dtype=np.int32)
         offs: I64Array = np.empty((k, f), dtype=np.int64)
         status: I8Array = np.empty(k, dtype=np.int8)
-        row = done = odd = 0
-        io_s = decode_s = 0.0
+        numbers: F64Array = np.empty((k, nn))
+        sec, nanos = np.empty((k, nv), np.int64), np.empty((k, nv), np.int64)
+        odd_cells: U8Array = np.empty((k, f), np.uint8)
+        row = odd = 0
         t1 = time.perf_counter()
         while True:
             try:
                 if hgetall:
-                    self._pos, row = _parse_hgetall(self._rbuf, self._pos, self._end, row, k, names, ends, w,
-                                                    cells, lens, offs, status)
+                    self._pos, row, n = _parse_hgetall(self._rbuf, self._pos, self._end, row, k, names, ends, kinds,
+                                                       lens, offs, status, numbers, sec, nanos, odd_cells)
                 else:
-                    self._pos, row = _parse_hmget(self._rbuf, self._pos, self._end, row, k, f, w, cells, lens,
-                                                  offs, status)
+                    self._pos, row, n = _parse_hmget(self._rbuf, self._pos, self._end, row, k, kinds, lens, offs,
+                                                     status, numbers, sec, nanos, odd_cells)
             except ValueError as e:
                 raise ConnectionError(str(e)) from None
-            # Decode when a chunk is in, or when the socket has nothing more yet (the wait would
-            # be idle): what Redis has answered is decoded while it works on the rest.
-            if row == k or row - done >= self._chunk_keys or (row - done >= 16 and not self._poller.poll(0)):
-                t2 = time.perf_counter()
-                io_s += t2 - t1
-                rows, n = self._decode_native(g, cells[done:row], lens[done:row], offs[done:row], status[done:row])
-                parts.append(rows)
-                odd += n
-                done = row
-                t1 = time.perf_counter()
-                decode_s += t1 - t2
-                if row == k:
-                    return parts, odd, io_s, decode_s
+            odd += n
+            if row == k:
+                break
             self._recv_more(sock)
+        t2 = time.perf_counter()
+        rows = self._finish_native(g, numbers, sec, nanos, odd_cells if odd else None, lens, offs, status)
+        return [rows], odd, t2 - t1, time.perf_counter() - t2
 
     def _recv_more(self, sock: Any) -> None:
         """More reply bytes into ``_rbuf[_end:]``; the buffer grows (offsets stay valid)."""
@@ -554,35 +619,33 @@ class FastRedisReader:
             raise ConnectionError("Redis closed the connection")
         self._end += nbytes
 
-    def _decode_native(self, g: GroupPlan, m: U8Array, lens: I32Array, offs: I64Array,
-                       status: I8Array) -> tuple[_Rows, int]:
+    def _finish_native(self, g: GroupPlan, numbers: F64Array, sec: I64Array, nanos: I64Array,
+                       odd_cells: U8Array | None, lens: I32Array, offs: I64Array, status: I8Array) -> _Rows:
+        """Rows parsed by ``workers._resp``: error replies reported, odd cells read through
+        protobuf, string cells through the intern table."""
         buf = self._rbuf
 
         def cell(r: int, j: int) -> bytes | None:
             n = int(lens[r, j])
             return None if n < 0 else bytes(buf[offs[r, j] : offs[r, j] + n])
 
-        if status.any():  # error replies and other shapes read as missing (cells are zeroed)
+        if status.any():  # error replies and other shapes read as missing (numbers are NaN)
             for r in np.flatnonzero(status == 1).tolist():
                 self._reply_error(g, bytes(buf[offs[r, 0] : offs[r, 0] + lens[r, 0]]).decode("utf-8", "replace"))
             lens = lens.copy()
             lens[status != 0] = -1
-        u, (nn, ns, nv) = m.shape[0], (len(g.numeric_kinds), len(g.string_refs), len(g.views))
-        assert _decode_cells is not None
-        numbers: F64Array = np.empty((u, nn))
-        sec, nanos = np.empty((u, nv), np.int64), np.empty((u, nv), np.int64)
-        odd_cells: U8Array = np.empty((u, len(g.fields)), np.uint8)
-        odd = _decode_cells(m, lens, self._cell_kinds[g.join_key], numbers, sec, nanos, odd_cells, u, CELL_WIDTH)
+        u, nn, ns = len(status), len(g.numeric_kinds), len(g.string_refs)
         ts: F64Array = feast_seconds(sec, nanos) if nanos.any() else sec.astype(np.float64)
-        if odd:
+        if odd_cells is not None:
             bad = odd_cells.view(bool)
             self._slow(numbers, bad[:, :nn], cell, 0, slow_number)
             self._slow(ts, bad[:, nn + ns :], cell, nn + ns, slow_timestamp)
+
         def strings_of(s: int) -> tuple[ObjArray, BoolArray]:
             col = nn + s
-            return self._strings.decode_padded(m[:, col], lens[:, col], lambda r: cell(r, col))
+            return self._strings.decode_at(buf, offs, lens, col, lambda r: cell(r, col))
 
-        return _Rows(numbers, *_string_columns(u, ns, strings_of), ts), int(odd)
+        return _Rows(numbers, *_string_columns(u, ns, strings_of), ts)
 
     def _decode_replies(self, g: GroupPlan, replies: list[Any]) -> tuple[_Rows, int]:
         u, f = len(replies), len(g.fields)
@@ -676,22 +739,13 @@ class FastRedisReader:
         unique_ids = 0
         for (g, codes, ids, *_), rows in zip(plans, results):
             unique_ids += len(ids)
-            present = ~np.isnan(rows.numbers)
-            has_string = rows.has_string.copy()
-            for vi, v in enumerate(g.views):
-                ts = rows.ts[:, vi]
-                any_present = present[:, v.numeric].any(axis=1) | has_string[:, v.strings].any(axis=1)
-                miss = ~any_present | (ts <= 0.0)
-                old = ~miss & (v.ttl_s > 0) & (now - ts > v.ttl_s)
-                missing[v.name], stale[v.name] = miss[codes], old[codes]
-                if self._stale_policy == "default" and old.any():
-                    # A value past its TTL counts as absent for the model, as in Feast's semantics.
-                    present[:, v.numeric] &= ~old[:, None]
-                    has_string[:, v.strings] &= ~old[:, None]
-            values = np.where(present, rows.numbers.astype(np.float32), self._defaults[g.numeric_out])
-            numeric[:, g.numeric_out] = values[codes]
-            for s, ref in enumerate(g.string_refs):
-                strings[ref] = np.where(has_string[:, s], rows.strings[:, s], self._string_defaults[ref])[codes]
+            drop_stale = self._stale_policy == "default"
+            if self._gather is not None:
+                gather_native(self._gather[g.join_key], rows, codes, now, drop_stale, self._string_defaults,
+                              numeric, strings, missing, stale)
+            else:
+                gather_numpy(g, rows, codes, now, drop_stale, self._defaults, self._string_defaults,
+                             numeric, strings, missing, stale)
         return OnlineFeatures(
             numeric=numeric,
             strings={r: strings[r] for r in man.online_strings},

@@ -323,11 +323,14 @@ class StringCells:
     Code 0 is "no string" (absent, or another value type), as ``FeastSdkReader`` sees it.
     """
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 200_000, native_table: Callable[[], Any] | None = None) -> None:
+        """``native_table``: ``workers._resp.Interner`` where the C helper is built (``decode_at``)."""
         self._max = max_entries
+        self._new_table = native_table
         self._reset()
 
     def _reset(self) -> None:
+        self._table: Any = self._new_table() if self._new_table is not None else None
         self._codes: dict[bytes | None, int] = {None: 0, b"": 0}
         self._padded: dict[bytes, int] = {}  # zero-padded cell -> code << 6 | its length
         self._by_str: dict[str, int] = {}
@@ -340,7 +343,9 @@ class StringCells:
         todo = np.flatnonzero(codes < 0)
         if len(todo):
             if len(self._codes) + len(todo) > self._max:
-                self._reset()
+                self._reset()  # every code so far is void: read the whole column again
+                todo = np.flatnonzero(np.fromiter((c is not None and c != b"" for c in cells), bool, len(cells)))
+                codes[:] = 0
             for i in todo.tolist():
                 s = slow_string(cells[i])
                 codes[i] = self._codes[cells[i]] = 0 if s is None else self._intern(s)
@@ -360,12 +365,33 @@ class StringCells:
         todo = np.flatnonzero((lens > 0) & ((packed < 0) | ((packed & 63) != lens)))
         if len(todo):
             if len(self._padded) + len(todo) > self._max:
-                self._reset()
+                self._reset()  # every code so far is void: read the whole column again
+                todo = np.flatnonzero(lens > 0)
             for i in todo.tolist():
                 s = slow_string(exact(i))
                 code = codes[i] = 0 if s is None else self._intern(s)
                 if lens[i] < width:
                     self._padded[keys[i]] = code << 6 | int(lens[i])
+        return self._strings[codes], codes > 0
+
+    def decode_at(self, buf: Any, offs: npt.NDArray[np.int64], lens: npt.NDArray[np.int32], col: int,
+                  exact: Callable[[int], bytes | None]) -> tuple[ObjArray, BoolArray]:
+        """The same for cells given by where they lie in ``buf`` (``offs``/``lens`` [u, fields],
+        column ``col``; lens < 1: no string), looked up in C by their exact bytes (``native_table``):
+        no Python object per cell, only for cells not seen before (``exact(i)``)."""
+        u = len(offs)
+        codes = np.empty(u, np.int64)
+        if self._table.lookup(buf, offs, lens, offs.shape[1], col, codes):
+            todo = np.flatnonzero(codes < 0)
+            if len(self._table) + len(todo) > self._max:
+                self._reset()  # every code so far is void: read the whole column again
+                todo = np.flatnonzero(lens[:, col] > 0)
+            for i in todo.tolist():
+                cell = exact(i)
+                s = slow_string(cell)
+                codes[i] = code = 0 if s is None else self._intern(s)
+                if cell:
+                    self._table.add(cell, code)
         return self._strings[codes], codes > 0
 
     def _intern(self, s: str) -> int:
