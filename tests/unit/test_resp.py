@@ -292,3 +292,42 @@ def test_gather_rows_matches_numpy(drop_stale: bool) -> None:
     for v in ("a", "b"):
         assert m0[v].tolist() == m1[v].tolist() and t0[v].tolist() == t1[v].tolist()
     assert m0["a"].any() and t0["a"].any() and not t0["b"].any()  # the data has each case
+
+
+def test_mutated_replies_never_crash_the_parser() -> None:
+    """Random byte flips, cuts and splices of valid replies: parsed, left incomplete or refused
+    with ValueError, and every cell found lies inside the buffer (the C code reads nothing else)."""
+    rng = np.random.default_rng(5)
+    names = [b"\x01\x02\x03\x04", b"_ts:v", b"abcd"]
+    good = [Value(double_val=1.5).SerializeToString(), Timestamp(seconds=9).SerializeToString(),
+            Value(string_val="MX").SerializeToString()]
+    hmget = b"".join(array([bulk(c) for c in good]) for _ in range(4))
+    hgetall = b"".join(array([x for k, v in zip(names, good) for x in (bulk(k), bulk(v))]) for _ in range(4))
+    ends = np.cumsum([len(n) for n in names]).astype(np.int32)
+    for trial in range(3000):
+        base = hgetall if trial % 2 else hmget
+        wire = bytearray(base)
+        for _ in range(int(rng.integers(1, 4))):
+            op, at = int(rng.integers(0, 3)), int(rng.integers(0, len(wire)))
+            if op == 0:
+                wire[at] = int(rng.integers(0, 256))
+            elif op == 1:
+                del wire[at : at + int(rng.integers(1, 8))]
+            else:
+                wire[at:at] = bytes(rng.choice(list(b"$*:-+\r\n0123456789"), int(rng.integers(1, 6))).tolist())
+        data = bytes(wire)
+        out = Out(4, b"dts")
+        args = (out.lens, out.offs, out.status, out.numbers, out.sec, out.nanos, out.odd)
+        try:
+            if trial % 2:
+                pos, row, _ = parse_hgetall(data, 0, len(data), 0, 4, b"".join(names), ends, b"dts", *args)
+            else:
+                pos, row, _ = parse_hmget(data, 0, len(data), 0, 4, b"dts", *args)
+        except ValueError as e:
+            assert "not RESP2" in str(e)
+            continue
+        assert 0 <= pos <= len(data) and 0 <= row <= 4
+        for r in range(row):
+            for f in range(3):
+                if out.lens[r, f] >= 0:
+                    assert 0 <= out.offs[r, f] and out.offs[r, f] + out.lens[r, f] <= len(data)
