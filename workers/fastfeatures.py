@@ -349,6 +349,9 @@ class FastRedisReader:
             raise FeatureStoreError("features parser 'native' asked for, but workers._resp was not built "
                                     "(no C compiler at install?): reinstall with one, or use parser 'hiredis'")
         self.parser: Parser = "native" if parser != "hiredis" and NATIVE_AVAILABLE else "hiredis"
+        if command == "hgetall" and self.parser != "native":
+            raise FeatureStoreError("features command 'hgetall' is read by the native parser only "
+                                    f"(parser here: {self.parser}): use command 'hmget' or 'auto'")
         # The native parser's socket buffer: replies land at [_end:], are framed from _pos.
         self._rbuf = bytearray(1 << 18)
         self._pos = self._end = 0
@@ -370,6 +373,7 @@ class FastRedisReader:
             settings.feature_repo, spec.feature_service, manifest, settings=settings,
             timeout_ms=spec.timeout_ms, cache_ttl_ms=spec.cache_ttl_ms,
             cache_max_entries=spec.cache_max_entries, cached_views=spec.cached_views,
+            parser=spec.parser, command=spec.command,
         )
 
     # -- construction

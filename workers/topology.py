@@ -88,11 +88,27 @@ class FeaturesSpec(_Model):
     cache_ttl_ms: int = Field(0, ge=0, description="in-process cache for slow views; 0 = off")
     cache_max_entries: int = Field(100_000, gt=0)
     cached_views: tuple[str, ...] = ()
+    parser: Literal["auto", "native", "hiredis"] = Field(
+        "auto", description="redis_fast: 'native' = the C parser (workers/_resp.c), 'hiredis' = without it; "
+                            "'auto' = native where it was built")
+    command: Literal["auto", "hmget", "hgetall"] = Field(
+        "auto", description="redis_fast: per entity, HGETALL (its whole hash) or HMGET (the model's fields); "
+                            "'auto' = HGETALL where the model reads most of the hash")
 
     @field_validator("cached_views", mode="before")
     @classmethod
     def _list_to_tuple(cls, v: object) -> object:
         return tuple(v) if isinstance(v, list) else v  # YAML has lists; the model stays frozen
+
+    @model_validator(mode="after")
+    def _fast_reader_settings(self) -> FeaturesSpec:
+        if self.reader != "redis_fast" and (self.parser, self.command) != ("auto", "auto"):
+            raise ValueError("features.parser and features.command apply to reader: redis_fast only; "
+                             "remove them or set reader: redis_fast")
+        if self.parser == "hiredis" and self.command == "hgetall":
+            raise ValueError("features.command: hgetall is read by the native parser only; "
+                             "use parser: native or auto, or command: hmget")
+        return self
 
 
 class ModelSpec(_Model):

@@ -31,7 +31,8 @@ from workers.events import ObjArray, OnlineFeatures
 from workers.fastfeatures import NATIVE_AVAILABLE, FastRedisReader
 from workers.featurestore import FeastSdkReader, FeatureStoreError, StalePolicy, repo_config
 from workers.manifest import ModelManifest, load_manifest
-from workers.settings import Settings
+from workers.settings import PROJECT_ROOT, Settings
+from workers.topology import load_topology
 
 pytestmark = pytest.mark.integration
 
@@ -376,6 +377,17 @@ def test_cache_configuration_errors(feature_store: Settings, manifest: ModelMani
         make(["no_such_view"])
     with pytest.raises(FeatureStoreError, match="share the card_id key"):
         make(["card_profile"])
+
+
+def test_topology_picks_parser_and_command(feature_store: Settings, manifest: ModelManifest) -> None:
+    topology = load_topology(PROJECT_ROOT / "topologies" / "fraud.yaml")
+    spec = topology.features.model_copy(update={"parser": "hiredis", "command": "hmget"})
+    reader = FastRedisReader.from_topology(topology.model_copy(update={"features": spec}), feature_store, manifest)
+    assert reader.parser == "hiredis"
+    reader.close()
+    with pytest.raises(FeatureStoreError, match="native parser only"):
+        FastRedisReader(feature_store.feature_repo, manifest.feature_service, manifest, settings=feature_store,
+                        parser="hiredis", command="hgetall")
 
 
 # ---- failure ----------------------------------------------------------------------------------

@@ -60,3 +60,17 @@ def test_cached_views_list_becomes_tuple() -> None:
     t = load_topology(FRAUD)
     assert t.features.reader == "redis_fast"
     assert t.features.cached_views == ("merchant_risk",)
+
+
+def test_fast_reader_settings_only_with_the_fast_reader() -> None:
+    t = load_topology(FRAUD)
+    assert (t.features.parser, t.features.command) == ("auto", "auto")
+    text = FRAUD.read_text().replace("  cached_views:", "  parser: hiredis\n  command: hmget\n  cached_views:")
+    f = parse_topology(text, Path("t.yaml")).features
+    assert (f.parser, f.command) == ("hiredis", "hmget")
+    with pytest.raises(TopologyError, match="apply to reader: redis_fast only"):
+        parse_topology(text.replace("reader: redis_fast", "reader: feast_sdk"), Path("t.yaml"))
+    with pytest.raises(TopologyError, match="parser"):
+        parse_topology(text.replace("parser: hiredis", "parser: fast"), Path("t.yaml"))
+    with pytest.raises(TopologyError, match="native parser only"):
+        parse_topology(text.replace("command: hmget", "command: hgetall"), Path("t.yaml"))
