@@ -193,6 +193,13 @@ static int writable(Py_buffer *buf, Py_ssize_t need, const char *name)
     return 1;
 }
 
+/* Releases the buffers of a NULL-terminated list (every buffer a function parsed). */
+static void release(Py_buffer **bufs)
+{
+    for (; *bufs != NULL; bufs++)
+        PyBuffer_Release(*bufs);
+}
+
 /* HGETALL only: the fields asked for, one after the other (names), where each ends (ends), and
  * the field each pair position matched last (hint). NULL for HMGET. */
 typedef struct {
@@ -451,15 +458,10 @@ static PyObject *parse_hmget(PyObject *self, PyObject *args)
         return NULL;
     result = parse(&src, start, end, row, rows, &kinds, &lens, &offs, &status, &numbers, &ts_sec, &ts_nanos, &odd,
                    NULL);
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&kinds);
-    PyBuffer_Release(&lens);
-    PyBuffer_Release(&offs);
-    PyBuffer_Release(&status);
-    PyBuffer_Release(&numbers);
-    PyBuffer_Release(&ts_sec);
-    PyBuffer_Release(&ts_nanos);
-    PyBuffer_Release(&odd);
+    {
+        Py_buffer *all[] = {&src, &kinds, &lens, &offs, &status, &numbers, &ts_sec, &ts_nanos, &odd, NULL};
+        release(all);
+    }
     return result;
 }
 
@@ -486,17 +488,10 @@ static PyObject *parse_hgetall(PyObject *self, PyObject *args)
                            &odd, &by_name);
         }
     }
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&names);
-    PyBuffer_Release(&ends);
-    PyBuffer_Release(&kinds);
-    PyBuffer_Release(&lens);
-    PyBuffer_Release(&offs);
-    PyBuffer_Release(&status);
-    PyBuffer_Release(&numbers);
-    PyBuffer_Release(&ts_sec);
-    PyBuffer_Release(&ts_nanos);
-    PyBuffer_Release(&odd);
+    {
+        Py_buffer *all[] = {&src, &names, &ends, &kinds, &lens, &offs, &status, &numbers, &ts_sec, &ts_nanos, &odd, NULL};
+        release(all);
+    }
     return result;
 }
 
@@ -593,19 +588,10 @@ static PyObject *gather_rows(PyObject *self, PyObject *args)
         result = Py_NewRef(Py_None);
     }
 done:
-    PyBuffer_Release(&numbers);
-    PyBuffer_Release(&ts);
-    PyBuffer_Release(&has_string);
-    PyBuffer_Release(&num_view);
-    PyBuffer_Release(&str_view);
-    PyBuffer_Release(&ttl);
-    PyBuffer_Release(&defaults);
-    PyBuffer_Release(&codes);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&out_cols);
-    PyBuffer_Release(&missing);
-    PyBuffer_Release(&stale);
-    PyBuffer_Release(&str_ok);
+    {
+        Py_buffer *all[] = {&numbers, &ts, &has_string, &num_view, &str_view, &ttl, &defaults, &codes, &out, &out_cols, &missing, &stale, &str_ok, NULL};
+        release(all);
+    }
     return result;
 }
 
@@ -830,10 +816,10 @@ static PyObject *interner_lookup(Interner *t, PyObject *args)
         result = PyLong_FromSsize_t(misses);
     }
 done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&offs);
-    PyBuffer_Release(&lens);
-    PyBuffer_Release(&codes);
+    {
+        Py_buffer *all[] = {&src, &offs, &lens, &codes, NULL};
+        release(all);
+    }
     return result;
 }
 

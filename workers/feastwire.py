@@ -332,7 +332,6 @@ class StringCells:
     def _reset(self) -> None:
         self._table: Any = self._new_table() if self._new_table is not None else None
         self._codes: dict[bytes | None, int] = {None: 0, b"": 0}
-        self._padded: dict[bytes, int] = {}  # zero-padded cell -> code << 6 | its length
         self._by_str: dict[str, int] = {}
         self._strings: ObjArray = np.empty(1024, dtype=object)
         self._strings[0] = ""
@@ -351,34 +350,13 @@ class StringCells:
                 codes[i] = self._codes[cells[i]] = 0 if s is None else self._intern(s)
         return self._strings[codes], codes > 0
 
-    def decode_padded(self, cells: U8Array, lens: I32Array,
-                      exact: Callable[[int], bytes | None]) -> tuple[ObjArray, BoolArray]:
-        """The same for cells given as a zero-padded byte matrix ``[u, width]`` (``width`` < 64)
-        and their lengths (-1 = none): the padded bytes and the length key the intern table, so
-        only cells not seen before are read as bytes (``exact(i)``: cell ``i``'s bytes).
-        Cells of ``width`` bytes or more are not in the matrix and are read every time."""
-        u, width = cells.shape
-        keys = np.ascontiguousarray(cells).view(f"V{width}").reshape(u).tolist()
-        packed = np.fromiter(map(self._padded.get, keys, repeat(-1)), dtype=np.int64, count=u)
-        codes = packed >> 6
-        codes[lens <= 0] = 0  # None and b"" hold no string
-        todo = np.flatnonzero((lens > 0) & ((packed < 0) | ((packed & 63) != lens)))
-        if len(todo):
-            if len(self._padded) + len(todo) > self._max:
-                self._reset()  # every code so far is void: read the whole column again
-                todo = np.flatnonzero(lens > 0)
-            for i in todo.tolist():
-                s = slow_string(exact(i))
-                code = codes[i] = 0 if s is None else self._intern(s)
-                if lens[i] < width:
-                    self._padded[keys[i]] = code << 6 | int(lens[i])
-        return self._strings[codes], codes > 0
-
     def decode_at(self, buf: Any, offs: npt.NDArray[np.int64], lens: npt.NDArray[np.int32], col: int,
                   exact: Callable[[int], bytes | None]) -> tuple[ObjArray, BoolArray]:
         """The same for cells given by where they lie in ``buf`` (``offs``/``lens`` [u, fields],
         column ``col``; lens < 1: no string), looked up in C by their exact bytes (``native_table``):
         no Python object per cell, only for cells not seen before (``exact(i)``)."""
+        if self._table is None:
+            raise RuntimeError("StringCells.decode_at needs native_table (workers._resp.Interner)")
         u = len(offs)
         codes = np.empty(u, np.int64)
         if self._table.lookup(buf, offs, lens, offs.shape[1], col, codes):
