@@ -311,7 +311,7 @@ class FastRedisReader:
         stale_policy: StalePolicy = "default",
         retry_after_ms: float = 1000.0,
         key_cache_max_entries: int = 200_000,  # ~40 MB at most; a hit saves ~1 us of Python per key
-        decode_chunk_keys: int = 256,
+        decode_chunk_keys: int = 256,  # hiredis parser only: replies decoded this many at a time
         parser: Parser = "auto",
         command: Command = "auto",
         now_s: Callable[[], float] = time.time,
@@ -508,8 +508,8 @@ class FastRedisReader:
             self._pos = self._end = 0
         read = self._read_native if self.parser == "native" else self._read_hiredis
         for (g, _, ids, slots, hit, todo), cache in zip(plans, self._caches):
-            # Replies stream back as Redis works through the pipeline; decoding them in chunks
-            # overlaps the client's decode with the server's work on the rest of the batch.
+            # Replies stream back as Redis works through the pipeline; reading them as they arrive
+            # (native: per recv; hiredis: in chunks) overlaps the client with the server.
             parts, k, io, dec = read(sock, g, len(todo))
             odd, io_s, decode_s = odd + k, io_s + io, decode_s + dec
             t2 = time.perf_counter()
