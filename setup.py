@@ -1,4 +1,4 @@
-"""Builds the one C helper (``workers._resp``, RESP framing for the redis_fast reader).
+"""Builds the one C helper (``workers.features._resp``, RESP framing for the redis_fast reader).
 
 Everything else is in pyproject.toml. The extension is optional: without a C compiler the
 install still succeeds and the reader uses hiredis (slower, same answers); `streamscore doctor`
@@ -7,5 +7,5 @@ style checks and the test suite say which one is in use.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("workers._resp", ["workers/_resp.c"], optional=True,
+setup(ext_modules=[Extension("workers.features._resp", ["workers/features/_resp.c"], optional=True,
                              extra_compile_args=["-O2"])])

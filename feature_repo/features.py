@@ -1,6 +1,6 @@
 """Feast definitions of streamscore: two entities, three feature views, one feature service.
 
-Offline data: parquet files under ``data/`` written by ``workers.datagen.write_offline`` (paths
+Offline data: parquet files under ``data/`` written by ``examples.fraud.datagen.write_offline`` (paths
 are relative to this repository). ``card_velocity`` is materialized once at setup and then kept
 fresh by the streaming job, which writes Feast's Redis layout directly.
 """
@@ -81,5 +81,5 @@ fraud_model_v1 = FeatureService(
     description="Online features of the fraud_mlp v1 model",
 )
 
-# What workers.featurestore.setup_features applies (the feast CLI finds the same objects itself).
+# What workers.features.feast_sdk.setup_features applies (the feast CLI finds the same objects itself).
 OBJECTS = [card, merchant, card_profile, merchant_risk, card_velocity, fraud_model_v1]

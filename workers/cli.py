@@ -20,13 +20,13 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from workers.devstack import TopicSpec
+    from workers.dev.stack import TopicSpec
 
 DEFAULT_TOPOLOGY = "topologies/fraud.yaml"
 
 
 def _topics(topology_path: str) -> list[TopicSpec]:
-    from workers.devstack import TopicSpec
+    from workers.dev.stack import TopicSpec
     from workers.topology import load_topology
 
     t = load_topology(topology_path)
@@ -38,7 +38,7 @@ def _topics(topology_path: str) -> list[TopicSpec]:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from workers import devstack
+    from workers.dev import stack as devstack
 
     argv = [args.action]
     if args.wipe:
@@ -50,8 +50,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from workers import devstack
-    from workers.featurestore import setup_features
+    from workers.dev import stack as devstack
+    from workers.features.feast_sdk import setup_features
     from workers.settings import get_settings
 
     settings = get_settings()
@@ -66,7 +66,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from workers.metrics import start_metrics_server
     from workers.topology import load_topology
-    from workers.worker import Worker
+    from workers.pipeline.worker import Worker
 
     t = load_topology(args.topology)
     if args.metrics_port:
@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from workers.producer import produce
+    from workers.dev.producer import produce
     from workers.settings import get_settings
     from workers.topology import load_topology
 
@@ -100,7 +100,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workers.demo import run_demo
+    from workers.dev.demo import run_demo
 
     return run_demo(args.topology, count=args.count, rate=args.rate,
                     malformed_fraction=args.malformed_fraction, json_path=args.json,
@@ -108,17 +108,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_velocity(args: argparse.Namespace) -> int:
-    from workers.velocity_app import run_velocity
+    from workers.streaming.app import run_velocity
 
     return run_velocity(args.topology, stop_after_s=args.stop_after_s)
 
 
 def cmd_model(args: argparse.Namespace) -> int:
     if args.action == "train":
-        from workers.train import main as train_main
+        from workers.model.train import main as train_main
 
         return train_main(args.rest)
-    from workers.quantize import main as quantize_main
+    from workers.model.quantize import main as quantize_main
 
     code: int = quantize_main(args.rest)
     return code
@@ -126,15 +126,15 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "features":
-        from workers.bench_features import main as bf
+        from workers.bench.features import main as bf
 
         code: int = bf(args.rest)
         return code
     if args.what == "pipeline":
-        from workers.bench_pipeline import main as bp
+        from workers.bench.pipeline import main as bp
 
         return bp(args.rest)
-    from workers.bench_engine import main as be
+    from workers.bench.engine import main as be
 
     code2: int = be(args.rest)
     return code2

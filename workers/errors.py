@@ -5,13 +5,13 @@ from __future__ import annotations
 
 def is_user_error(exc: BaseException) -> bool:
     # Imported here: the error path alone pays for these modules (none of them loads Feast or Faust).
-    from workers.devstack import StackError
+    from workers.dev.stack import StackError
     from workers.engines.base import EngineError
-    from workers.featurestore import FeatureStoreError
-    from workers.manifest import ManifestError
-    from workers.source import SourceError
+    from workers.features.feast_sdk import FeatureStoreError
+    from workers.model.manifest import ManifestError
+    from workers.pipeline.source import SourceError
     from workers.topology import TopologyError
-    from workers.velocity import VelocityAppError
+    from workers.streaming.aggregates import VelocityAppError
 
     return isinstance(
         exc,

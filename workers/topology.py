@@ -89,7 +89,7 @@ class FeaturesSpec(_Model):
     cache_max_entries: int = Field(100_000, gt=0)
     cached_views: tuple[str, ...] = ()
     parser: Literal["auto", "native", "hiredis"] = Field(
-        "auto", description="redis_fast: 'native' = the C parser (workers/_resp.c), 'hiredis' = without it; "
+        "auto", description="redis_fast: 'native' = the C parser (workers/features/_resp.c), 'hiredis' = without it; "
                             "'auto' = native where it was built")
     command: Literal["auto", "hmget", "hgetall"] = Field(
         "auto", description="redis_fast: per entity, HGETALL (its whole hash) or HMGET (the model's fields); "

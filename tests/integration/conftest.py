@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from workers import devstack
+from workers.dev import stack as devstack
 from workers.settings import Settings, get_settings
-from workers.source import retry_coordinator
+from workers.pipeline.source import retry_coordinator
 from workers.topology import Topology, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def stack() -> Settings:
 
 @pytest.fixture(scope="session")
 def feature_store(stack: Settings) -> Settings:
-    from workers.featurestore import setup_features
+    from workers.features.feast_sdk import setup_features
 
     setup_features(stack, seed=7)
     return stack

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from tests.unit.engines.conftest import rows
-from workers.decide import VERDICTS, Decider, ModelInfo
+from workers.pipeline.decide import VERDICTS, Decider, ModelInfo
 from workers.engines.onnx_cpu import OnnxCpuEngine
 from workers.events import EventBatch
 from workers.topology import PolicySpec

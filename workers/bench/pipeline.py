@@ -1,0 +1,143 @@
+"""``streamscore bench pipeline``: the whole worker vs a raw Kafka pass-through, same broker, one run.
+
+Both read the same N pre-produced events from a fresh topic with fresh consumer groups. The raw
+pass-through consumes in batches and produces each value unchanged (the floor any Kafka consumer in
+Python pays); the worker decodes, fetches features, scores, decides and produces decisions, with
+at-least-once commits. The ratio is what scoring costs on top of moving the bytes. Rates are
+measured from the first message consumed to the last delivery acknowledged. Needs `make setup`.
+
+    streamscore bench pipeline [--events N] [--json PATH] [--topology F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from examples.fraud import datagen
+from workers.dev import stack as devstack
+from workers.settings import Settings, get_settings
+from workers.topology import Topology, load_topology
+from workers.pipeline.worker import Worker
+
+
+def _fill(settings: Settings, topic: str, n: int) -> None:
+    p = Producer({**settings.kafka_client_config(), "linger.ms": 20, "compression.type": "lz4"})
+    events = datagen.iter_events(7)
+    for _ in range(n):
+        ev = next(events)
+        while True:
+            try:
+                p.produce(topic, orjson.dumps(ev), str(ev["card_id"]).encode())
+                break
+            except BufferError:
+                p.poll(0.05)
+    if p.flush(120):
+        raise RuntimeError(f"could not produce {n} events to {topic}")
+
+
+def passthrough(settings: Settings, topology: Topology, src: str, dst: str, n: int) -> float:
+    """Events/s of consume(batch) -> produce(same bytes) -> acked, for ``n`` events."""
+    c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  **topology.kafka.consumer})
+    p = Producer({**settings.kafka_client_config(), "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 2, **topology.kafka.producer})
+    acked = 0
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        nonlocal acked
+        if err is None:
+            acked += 1
+
+    c.subscribe([src])
+    seen, first = 0, None
+    deadline = time.monotonic() + 300
+    while seen < n and time.monotonic() < deadline:
+        msgs = c.consume(num_messages=topology.batching.max_batch, timeout=0.05)
+        if msgs and first is None:
+            first = time.monotonic()
+        for m in msgs:
+            if m.error() is None:
+                while True:
+                    try:
+                        p.produce(dst, m.value(), m.key(), on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                seen += 1
+        p.poll(0)
+    p.flush(60)
+    end = time.monotonic()
+    c.close()
+    if acked < n or first is None:
+        raise RuntimeError(f"pass-through moved {acked} of {n} events")
+    return n / (end - first)
+
+
+def run_bench(n: int, topology_path: str) -> dict[str, Any]:
+    settings = get_settings()
+    base = load_topology(topology_path)
+    s = uuid.uuid4().hex[:8]
+    src, raw_out, dec_out, dlq = (f"bench-{s}-{x}" for x in ("in", "raw", "decisions", "dlq"))
+    parts = base.input.partitions
+    devstack.ensure_topics(settings, [devstack.TopicSpec(src, parts), devstack.TopicSpec(raw_out, parts),
+                                      devstack.TopicSpec(dec_out, parts), devstack.TopicSpec(dlq, 1)])
+    try:
+        _fill(settings, src, n)
+        raw_eps = passthrough(settings, base, src, raw_out, n)
+        t = base.model_copy(update={
+            "input": base.input.model_copy(update={"topic": src, "consumer_group": f"bench-w-{s}"}),
+            "output": base.output.model_copy(update={"topic": dec_out}),
+            "dead_letter": base.dead_letter.model_copy(update={"topic": dlq}),
+        })
+        w = Worker(t, settings, max_events=n, idle_exit_s=60, install_signals=False)
+        if w.run() != 0:
+            raise RuntimeError(f"worker failed: {w.error}")
+        st = w.stats
+        worker_eps = n / ((st.last_ack_s or time.monotonic()) - (st.first_msg_s or st.started_s))
+        batch = sorted(st.batch_ms)
+        return {
+            "events": n,
+            "max_batch": t.batching.max_batch,
+            "reader": t.features.reader,
+            "passthrough_events_per_s": round(raw_eps, 1),
+            "worker_events_per_s": round(worker_eps, 1),
+            "ratio": round(worker_eps / raw_eps, 3),
+            "worker_batch_p50_ms": round(batch[len(batch) // 2], 3) if batch else None,
+            "worker_batch_p99_ms": round(batch[int(len(batch) * 0.99)], 3) if batch else None,
+            "worker_stage_ms_total": {k: round(v, 1) for k, v in st.stage_ms.items()},
+        }
+    finally:
+        admin = AdminClient(dict(settings.kafka_client_config()))
+        for f in admin.delete_topics([src, raw_out, dec_out, dlq]).values():
+            try:
+                f.result(30)
+            except Exception:
+                pass  # best effort: leftover bench topics are harmless
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="streamscore bench pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--topology", default="topologies/fraud.yaml")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    r = run_bench(a.events, a.topology)
+    print(f"\nworker vs raw Kafka pass-through, {r['events']} events, max_batch {r['max_batch']}, "
+          f"reader {r['reader']}")
+    print(f"  pass-through : {r['passthrough_events_per_s']:>10,.0f} events/s")
+    print(f"  worker       : {r['worker_events_per_s']:>10,.0f} events/s   (ratio {r['ratio']:.2f})")
+    print(f"  worker micro-batch p50/p99: {r['worker_batch_p50_ms']} / {r['worker_batch_p99_ms']} ms")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    return 0

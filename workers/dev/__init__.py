@@ -1,0 +1,1 @@
+"""The local stack (Kafka KRaft + Redis), the load producer and the demo."""

@@ -1,0 +1,683 @@
+"""The local stack: one Apache Kafka broker (KRaft) and one redis-server on 127.0.0.1.
+
+``streamscore dev up`` and the integration-test fixtures call :func:`up`; it starts whatever is not
+already running, waits until both services answer, and creates the topics a topology needs. Every
+file the stack writes (jars, data, logs, pid files, generated configs) lives under
+``settings.state_dir``::
+
+    kafka-libs/            jars resolved by Maven from deploy/local/pom.xml (downloaded once)
+    kafka/server.properties, kafka/cluster.id, kafka/data/, kafka/kafka.pid
+    redis/redis.conf, redis/data/, redis/redis.pid
+    logs/kafka.log, logs/kafka-console.log, logs/redis.log, logs/mvn.log
+
+When ``STREAMSCORE_KAFKA_BOOTSTRAP`` / ``STREAMSCORE_REDIS_URL`` name another host, that service is
+treated as external: nothing is started for it, ``up`` only waits for it (and creates topics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # admin re-exports it without marking it public
+
+from workers.settings import PROJECT_ROOT, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DEPLOY_DIR = PROJECT_ROOT / "deploy" / "local"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", ""})
+MIN_JAVA_MAJOR = 17  # Kafka 4.x brokers refuse older JVMs
+# The dev machine has 2 cores and other work to do: a small heap and G1 with short pauses
+# (the flags kafka-server-start.sh uses), and die on OOM rather than limp along.
+KAFKA_JVM_OPTS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    # log4j's shutdown hook races Kafka's and closed the log mid-shutdown, hiding how it ended.
+    "-Dlog4j2.shutdownHookEnabled=false",
+)
+KAFKA_STOP_TIMEOUT_S = 30.0  # a clean KRaft shutdown flushes logs and snapshots; give it time
+REDIS_STOP_TIMEOUT_S = 10.0
+
+# Popen objects for processes this interpreter started: polling them reaps the child, so a
+# stopped service does not linger as a zombie that still "exists" for os.kill(pid, 0).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought to the requested state; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict, hash=False)  # e.g. retention.ms
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    kafka_running: bool  # answers a metadata request
+    redis_running: bool  # answers PING
+    kafka_address: str
+    redis_address: str
+    kafka_local: bool  # False when settings point at an external service we do not manage
+    redis_local: bool
+    kafka_pid: int | None  # None when external or not started by this state dir
+    redis_pid: int | None
+    kafka_log: Path
+    redis_log: Path
+
+    @property
+    def running(self) -> bool:
+        return self.kafka_running and self.redis_running
+
+
+class StatePaths:
+    """Where everything lives under ``state_dir``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.libs = root / "kafka-libs"
+        self.kafka_dir = root / "kafka"
+        self.kafka_data = self.kafka_dir / "data"
+        self.kafka_props = self.kafka_dir / "server.properties"
+        self.cluster_id = self.kafka_dir / "cluster.id"
+        self.kafka_pid = self.kafka_dir / "kafka.pid"
+        self.redis_dir = root / "redis"
+        self.redis_data = self.redis_dir / "data"
+        self.redis_conf = self.redis_dir / "redis.conf"
+        self.redis_pid = self.redis_dir / "redis.pid"
+        self.logs = root / "logs"
+        self.kafka_log = self.logs / "kafka.log"  # log4j, see deploy/local/log4j2.properties
+        self.kafka_console_log = self.logs / "kafka-console.log"  # JVM stdout/stderr
+        self.redis_log = self.logs / "redis.log"
+        self.mvn_log = self.logs / "mvn.log"
+
+
+# ---------------------------------------------------------------- rendering (pure, unit-tested)
+
+
+def is_local(host: str) -> bool:
+    return host.strip("[]") in LOCAL_HOSTS
+
+
+def kafka_server_properties(settings: Settings, paths: StatePaths) -> str:
+    port, ctrl = settings.kafka_host_port[1], settings.kafka_controller_port
+    return f"""\
+# Generated by workers/dev/stack.py on every `streamscore dev up`; edits here are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{ctrl}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={paths.kafka_data}
+# Topics are created explicitly from topologies, so a typo in a topic name fails loudly.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+# One broker: every internal topic must fit on it, or groups and transactions never start.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions than the default 50 make the first group/transaction start faster.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+# Tests start and stop consumers constantly; waiting 3 s per rebalance would dominate them.
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+"""
+
+
+def _quote_redis(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def redis_config(settings: Settings, paths: StatePaths) -> str:
+    port = settings.redis_host_port[1]
+    password = (
+        settings.redis_password.get_secret_value()
+        if settings.redis_password is not None
+        else urlparse(settings.redis_url).password
+    )
+    lines = [
+        "# Generated by workers/dev/stack.py on every `streamscore dev up`; edits are overwritten.",
+        "bind 127.0.0.1",
+        f"port {port}",
+        "protected-mode yes",
+        "daemonize no",  # we start it in the background ourselves and record its pid
+        'logfile ""',  # stdout, which up() sends to logs/redis.log
+        f"dir {_quote_redis(str(paths.redis_data))}",
+        # The online store is rebuilt by materialization; persistence would only cost disk I/O.
+        'save ""',
+        "appendonly no",
+        # Puts the config path in /proc/<pid>/cmdline: that is how down() knows the pid is ours.
+        'proc-title-template "{title} {listen-addr} {config-file}"',
+    ]
+    if password:
+        lines.append(f"requirepass {_quote_redis(password)}")
+    return "\n".join(lines) + "\n"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def port_taken_message(service: str, port: int, env_var: str, example: str) -> str:
+    return (
+        f"port {port} on 127.0.0.1 is already in use by a process this stack did not start, "
+        f"so the local {service} cannot listen there. Stop that process (`ss -ltnp | grep :{port}` "
+        f"shows it), or move the local {service} to a free port: {env_var}={example}"
+    )
+
+
+def new_cluster_id() -> str:
+    # Kafka's Uuid.toString(): URL-safe base64 of 16 random bytes, unpadded; Kafka never hands
+    # out ids starting with "-" because they look like command-line flags.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def java_major(version_output: str) -> int | None:
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if m is None:
+        return None
+    first = int(m.group(1))
+    return int(m.group(2) or 0) if first == 1 else first  # "1.8.0" is Java 8
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")  # zombies are dead
+
+
+def _our_pid(pid_file: Path, marker: Path, clean: bool = True) -> int | None:
+    """The pid in ``pid_file`` if that process is alive and was started with ``marker``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        cmdline, pid = "", 0
+    if pid and _alive(pid) and str(marker) in cmdline:
+        return pid
+    if clean:
+        pid_file.unlink(missing_ok=True)  # stale: the process died or the pid was reused
+    return None
+
+
+def _stop(pid: int, name: str, timeout_s: float) -> None:
+    # start_new_session made the service a process-group leader; signal the group so nothing
+    # it spawned outlives it.
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                _CHILDREN.pop(pid, None)
+                return
+            time.sleep(0.1)
+        if sig == signal.SIGTERM:
+            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", name, pid, timeout_s)
+    raise StackError(f"{name} (pid {pid}) survived SIGKILL; check it with `ps -o stat= -p {pid}`")
+
+
+def _spawn(cmd: list[str], cwd: Path, stdout_log: Path, pid_file: Path) -> int:
+    with stdout_log.open("ab") as out:
+        # A new session detaches the service from our terminal and process group, so it keeps
+        # running after `streamscore dev up` exits and a Ctrl-C there does not reach it.
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
+
+
+@contextlib.contextmanager
+def _locked(paths: StatePaths) -> Iterator[None]:
+    # Several test sessions may call up() at once; they must not both start a broker.
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with (paths.root / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+# ---------------------------------------------------------------- kafka
+
+
+def _check_java() -> str:
+    java = shutil.which("java")
+    hint = "install OpenJDK 17: apt-get install -y openjdk-17-jre-headless"
+    if java is None:
+        raise StackError(f"`java` is not on PATH, and the local Kafka broker needs it; {hint}")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    major = java_major(out.stderr + out.stdout)
+    if major is not None and major < MIN_JAVA_MAJOR:
+        raise StackError(f"{java} is Java {major}; Kafka 4 needs Java {MIN_JAVA_MAJOR}+: {hint}")
+    return java
+
+
+def _ensure_jars(paths: StatePaths) -> None:
+    done = paths.libs / ".complete"
+    if done.exists():
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            "`mvn` is not on PATH; it downloads the Kafka jars once. Install Maven: "
+            "apt-get install -y maven"
+        )
+    # Download next to the final folder and rename, so an interrupted download is never used.
+    partial = paths.root / "kafka-libs.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(paths.libs, ignore_errors=True)
+    log.info("downloading Kafka jars with Maven into %s (once)", paths.libs)
+    cmd = [mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"), "dependency:copy-dependencies",
+           f"-DoutputDirectory={partial}"]
+    with paths.mvn_log.open("w") as out:
+        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if rc != 0 or not any(partial.glob("kafka_2.13-*.jar")):
+        raise StackError(
+            f"Maven could not download the Kafka jars (exit {rc}); read {paths.mvn_log}. "
+            "It needs access to Maven Central (or a mirror in ~/.m2/settings.xml)."
+        )
+    partial.rename(paths.libs)
+    done.touch()
+
+
+def _kafka_java_cmd(java: str, paths: StatePaths, *args: str) -> list[str]:
+    return [
+        java, *KAFKA_JVM_OPTS,
+        f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
+        f"-Dstreamscore.log.dir={paths.logs}",
+        "-cp", f"{paths.libs}/*", *args,
+    ]
+
+
+def _format_storage(java: str, paths: StatePaths) -> None:
+    if (paths.kafka_data / "meta.properties").exists():
+        return  # formatted on an earlier `up`; formatting again would need a new cluster id
+    if paths.cluster_id.exists():
+        cid = paths.cluster_id.read_text().strip()
+    else:
+        cid = new_cluster_id()
+        paths.cluster_id.write_text(cid + "\n")
+    cmd = _kafka_java_cmd(java, paths, "kafka.tools.StorageTool", "format", "-t", cid,
+                          "-c", str(paths.kafka_props), "--ignore-formatted")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    if out.returncode != 0:
+        raise StackError(
+            f"formatting Kafka storage in {paths.kafka_data} failed:\n{out.stdout}{out.stderr}\n"
+            "If it holds data from another cluster, delete it: `streamscore dev down --wipe`."
+        )
+
+
+def _start_kafka(settings: Settings, paths: StatePaths) -> None:
+    props = kafka_server_properties(settings, paths)
+    pid = _our_pid(paths.kafka_pid, paths.kafka_props)
+    if pid is not None:
+        if paths.kafka_props.read_text() == props:
+            return  # already running with this configuration (up() still waits until it answers)
+        log.info("Kafka settings changed; restarting the local broker")
+        _stop(pid, "Kafka", KAFKA_STOP_TIMEOUT_S)
+        paths.kafka_pid.unlink(missing_ok=True)
+    port = settings.kafka_host_port[1]
+    for p, var, example in (
+        (port, "STREAMSCORE_KAFKA_BOOTSTRAP", f"127.0.0.1:{port + 10000}"),
+        (settings.kafka_controller_port, "STREAMSCORE_KAFKA_CONTROLLER_PORT",
+         str(settings.kafka_controller_port + 10000)),
+    ):
+        if port_in_use("127.0.0.1", p):
+            raise StackError(port_taken_message("Kafka", p, var, example))
+    java = _check_java()
+    _ensure_jars(paths)
+    paths.kafka_data.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(paths.kafka_props, props)
+    _format_storage(java, paths)
+    log.info("starting Kafka on 127.0.0.1:%d", port)
+    cmd = _kafka_java_cmd(java, paths, "kafka.Kafka", str(paths.kafka_props))
+    _spawn(cmd, paths.kafka_dir, paths.kafka_console_log, paths.kafka_pid)
+
+
+def _kafka_answers(settings: Settings, timeout_s: float) -> bool:
+    admin = _admin(settings)
+    try:
+        admin.list_topics(timeout=timeout_s)
+        return True
+    except KafkaException:
+        return False
+
+
+def _admin(settings: Settings) -> AdminClient:
+    conf: dict[str, str | int | float | bool] = {**settings.kafka_client_config()}
+    # librdkafka would print every refused connection while the broker starts; route its log
+    # to a logger that drops it.
+    return AdminClient(conf, logger=_QUIET)
+
+
+_QUIET = logging.getLogger(__name__ + ".librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+# ---------------------------------------------------------------- redis
+
+
+def _redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise StackError(
+            "`redis-server` is not installed and there is no apt-get to install it; install "
+            "Redis 7 so redis-server is on PATH, or set STREAMSCORE_REDIS_URL to a running Redis."
+        )
+    if os.geteuid() != 0:
+        raise StackError("redis-server is missing: run `sudo apt-get install -y redis-server`")
+    log.info("installing redis-server with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in ([apt, "update"], [apt, "install", "-y", "redis-server"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if out.returncode != 0:
+            raise StackError(f"`{' '.join(cmd)}` failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    found = shutil.which("redis-server")
+    if found is None:
+        raise StackError("apt-get installed redis-server but it is not on PATH; check PATH")
+    return found
+
+
+def _start_redis(settings: Settings, paths: StatePaths) -> None:
+    conf = redis_config(settings, paths)
+    pid = _our_pid(paths.redis_pid, paths.redis_conf)
+    if pid is not None:
+        if paths.redis_conf.read_text() == conf:
+            return
+        log.info("Redis settings changed; restarting the local redis-server")
+        _stop(pid, "Redis", REDIS_STOP_TIMEOUT_S)
+        paths.redis_pid.unlink(missing_ok=True)
+    port = settings.redis_host_port[1]
+    if port_in_use("127.0.0.1", port):
+        raise StackError(port_taken_message(
+            "Redis", port, "STREAMSCORE_REDIS_URL", f"redis://127.0.0.1:{port + 10000}/0"))
+    server = _redis_server()
+    paths.redis_data.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(paths.redis_conf, conf)
+    log.info("starting Redis on 127.0.0.1:%d", port)
+    _spawn([server, str(paths.redis_conf)], paths.redis_data, paths.redis_log, paths.redis_pid)
+
+
+def _redis_answers(settings: Settings, timeout_s: float) -> bool:
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = redis.Redis.from_url(
+        settings.redis_url, password=password, socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+    )
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def _wait_for(
+    what: str, answers: Callable[[float], bool], deadline: float, pid_file: Path | None,
+    marker: Path, hint: str,
+) -> None:
+    while True:
+        if pid_file is not None and _our_pid(pid_file, marker, clean=False) is None:
+            raise StackError(f"{what} exited while starting; {hint}")
+        remaining = deadline - time.monotonic()
+        if answers(max(0.5, min(remaining, 3.0))):
+            return
+        if time.monotonic() >= deadline:
+            raise StackError(f"{what} did not answer in time; {hint}")
+        time.sleep(0.3)
+
+
+def _wait_ready(settings: Settings, paths: StatePaths) -> None:
+    deadline = time.monotonic() + settings.startup_timeout_s
+    t = f"{settings.startup_timeout_s:.0f} s"
+    kafka_local = is_local(settings.kafka_host_port[0])
+    redis_local = is_local(settings.redis_host_port[0])
+    _wait_for(
+        f"Kafka at {settings.kafka_bootstrap}", lambda s: _kafka_answers(settings, s), deadline,
+        paths.kafka_pid if kafka_local else None, paths.kafka_props,
+        f"read {paths.kafka_log} (and {paths.kafka_console_log} for JVM errors); waited up to {t} "
+        "(STREAMSCORE_STARTUP_TIMEOUT_S)" if kafka_local else
+        f"is it running and reachable? (STREAMSCORE_KAFKA_BOOTSTRAP); waited up to {t}",
+    )
+    _wait_for(
+        f"Redis at {settings.redis_url}", lambda s: _redis_answers(settings, s), deadline,
+        paths.redis_pid if redis_local else None, paths.redis_conf,
+        f"read {paths.redis_log}; waited up to {t}" if redis_local else
+        f"is it running and reachable? (STREAMSCORE_REDIS_URL); waited up to {t}",
+    )
+
+
+# ---------------------------------------------------------------- topics
+
+
+def _partition_counts(admin: AdminClient, timeout_s: float) -> dict[str, int]:
+    md = admin.list_topics(timeout=timeout_s)
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def ensure_topics(settings: Settings, topics: Sequence[TopicSpec]) -> None:
+    """Create missing topics; refuse a topic that exists with fewer partitions than asked."""
+    wanted: dict[str, TopicSpec] = {}
+    for spec in topics:
+        if spec.partitions < 1:
+            raise StackError(f"topic {spec.name!r} asks for {spec.partitions} partitions; use >= 1")
+        if wanted.setdefault(spec.name, spec) != spec:
+            raise StackError(f"topic {spec.name!r} is declared twice with different settings: "
+                             f"{wanted[spec.name]} vs {spec}; make the declarations agree")
+    if not wanted:
+        return
+    timeout = settings.startup_timeout_s
+    admin = _admin(settings)
+    try:
+        existing = _partition_counts(admin, timeout)
+    except KafkaException as e:
+        raise StackError(f"Kafka at {settings.kafka_bootstrap} did not answer ({e}); "
+                         "is `streamscore dev up` running?") from e
+    missing = [
+        NewTopic(s.name, num_partitions=s.partitions, config=dict(s.config))  # broker's RF
+        for s in wanted.values() if s.name not in existing
+    ]
+    if missing:
+        futures = admin.create_topics(missing, operation_timeout=timeout, request_timeout=timeout)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as e:
+                err = e.args[0]
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue  # another `up` created it between our list and create; checked below
+                raise StackError(f"creating topic {name!r} failed: {e}") from e
+    # Metadata lags topic creation briefly; wait so callers can produce right away.
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = _partition_counts(admin, timeout)
+        for spec in wanted.values():
+            have = counts.get(spec.name)
+            if have is not None and have < spec.partitions:
+                raise StackError(
+                    f"topic {spec.name!r} exists with {have} partitions but {spec.partitions} are "
+                    "asked for. Kafka cannot shrink a topic and growing it moves keys to other "
+                    "partitions, so this is not done automatically: delete the topic (locally: "
+                    "`streamscore dev down --wipe`) or lower `partitions` in the topology."
+                )
+        if all(s.name in counts for s in wanted.values()):
+            return
+        if time.monotonic() >= deadline:
+            raise StackError(f"topics {sorted(set(wanted) - set(counts))} did not appear in "
+                             f"metadata within {timeout:.0f} s; read the broker log")
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def up(settings: Settings | None = None, topics: Sequence[TopicSpec] = ()) -> StackStatus:
+    """Start what is not running, wait until Kafka and Redis answer, create ``topics``."""
+    settings = settings or get_settings()
+    paths = StatePaths(settings.state_dir)
+    with _locked(paths):
+        for d in (paths.kafka_dir, paths.redis_dir, paths.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        if is_local(settings.kafka_host_port[0]):
+            _start_kafka(settings, paths)
+        if is_local(settings.redis_host_port[0]):
+            _start_redis(settings, paths)
+        _wait_ready(settings, paths)
+        ensure_topics(settings, topics)
+    return status(settings)
+
+
+def down(settings: Settings | None = None, wipe: bool = False) -> None:
+    """Stop what this state dir started (whatever the settings say now); ``wipe`` deletes data."""
+    settings = settings or get_settings()
+    paths = StatePaths(settings.state_dir)
+    if not paths.root.exists():
+        return
+    with _locked(paths):
+        for name, pid_file, marker, timeout in (
+            ("Kafka", paths.kafka_pid, paths.kafka_props, KAFKA_STOP_TIMEOUT_S),
+            ("Redis", paths.redis_pid, paths.redis_conf, REDIS_STOP_TIMEOUT_S),
+        ):
+            pid = _our_pid(pid_file, marker)
+            if pid is not None:
+                log.info("stopping %s (pid %d)", name, pid)
+                _stop(pid, name, timeout)
+            pid_file.unlink(missing_ok=True)
+        if wipe:
+            # The jars stay: they are not data and take a while to download.
+            for d in (paths.kafka_dir, paths.redis_dir, paths.logs):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def status(settings: Settings | None = None) -> StackStatus:
+    settings = settings or get_settings()
+    paths = StatePaths(settings.state_dir)
+    (khost, kport), (rhost, rport) = settings.kafka_host_port, settings.redis_host_port
+    kafka_local, redis_local = is_local(khost), is_local(rhost)
+    kafka_pid = _our_pid(paths.kafka_pid, paths.kafka_props, clean=False)
+    redis_pid = _our_pid(paths.redis_pid, paths.redis_conf, clean=False)
+    # A closed local port answers instantly; skip librdkafka's connect-retry wait in that case.
+    kafka_up = not kafka_local or port_in_use("127.0.0.1", kport)
+    kafka_up = kafka_up and _kafka_answers(settings, 3.0)
+    return StackStatus(
+        kafka_running=kafka_up,
+        redis_running=_redis_answers(settings, 1.0),
+        kafka_address=f"{khost}:{kport}",
+        redis_address=f"{rhost}:{rport}",
+        kafka_local=kafka_local,
+        redis_local=redis_local,
+        kafka_pid=kafka_pid if kafka_local else None,
+        redis_pid=redis_pid if redis_local else None,
+        kafka_log=paths.kafka_log,
+        redis_log=paths.redis_log,
+    )
+
+
+def format_status(st: StackStatus) -> str:
+    rows = []
+    for name, running, addr, local, pid, logfile in (
+        ("kafka", st.kafka_running, st.kafka_address, st.kafka_local, st.kafka_pid, st.kafka_log),
+        ("redis", st.redis_running, st.redis_address, st.redis_local, st.redis_pid, st.redis_log),
+    ):
+        state = "running" if running else "down"
+        where = (f"pid {pid}" if pid else "not started here") if local else "external"
+        rows.append(f"{name:<6}{state:<9}{addr:<22}{where:<18}{logfile if local else ''}".rstrip())
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str], topics: Sequence[TopicSpec] = ()) -> int:
+    """`streamscore dev up|down|status`; the CLI passes the topics its topologies declare."""
+    parser = argparse.ArgumentParser(prog="streamscore dev", description="Local Kafka + Redis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start Kafka and Redis (if not running) and create topics")
+    down_p = sub.add_parser("down", help="stop the local Kafka and Redis")
+    down_p.add_argument("--wipe", action="store_true", help="also delete their data and logs")
+    sub.add_parser("status", help="show what is running")
+    args = parser.parse_args(list(argv))
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "up":
+            print(format_status(up(topics=topics)))
+            return 0
+        if args.command == "down":
+            down(wipe=args.wipe)
+            print("local stack stopped" + (" and its data deleted" if args.wipe else ""))
+            return 0
+        st = status()
+        print(format_status(st))
+        return 0 if st.running else 3
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
