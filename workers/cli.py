@@ -4,9 +4,10 @@
     streamscore setup [--topology FILE]            dev up + topics + Feast apply/materialize
     streamscore run TOPOLOGY [--max-events N] [--idle-exit-s S] [--metrics-port P]
     streamscore produce [--topology FILE] --rate R --count N [--malformed-fraction F]
-    streamscore demo [--count N] [--rate R] [--no-velocity]
-    streamscore velocity run [TOPOLOGY] [--stop-after-s S]   Faust job keeping card_velocity fresh
-    streamscore model train|quantize ...
+    streamscore demo [--topology FILE] [--count N] [--rate R] [--no-streaming]
+    streamscore aggregate run TOPOLOGY [--stop-after-s S]   streaming aggregation job (Faust)
+    streamscore model train SPEC | quantize ... | register ...
+    streamscore schema decision|event TOPOLOGY            JSON Schema of a topology's records
     streamscore bench features|engine|pipeline ...
 
 Imports are lazy so ``streamscore dev status`` does not load ONNX Runtime or Feast.
@@ -51,14 +52,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     from workers.dev import stack as devstack
-    from workers.features.feast_sdk import setup_features
+    from workers.features.feast_repo import setup_features
     from workers.settings import get_settings
+    from workers.topology import load_topology
 
     settings = get_settings()
+    topology = load_topology(args.topology)
     print("[setup] starting Kafka and Redis ...", flush=True)
     devstack.up(settings, topics=_topics(args.topology))
-    print("[setup] Feast apply + materialize ...", flush=True)
-    setup_features(settings, seed=args.seed)
+    print(f"[setup] Feast apply + materialize for {topology.id} ...", flush=True)
+    setup_features(settings, topology, seed=args.seed)
     print("[setup] done", flush=True)
     return 0
 
@@ -104,13 +107,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(args.topology, count=args.count, rate=args.rate,
                     malformed_fraction=args.malformed_fraction, json_path=args.json,
-                    velocity_topology=None if args.no_velocity else args.velocity_topology)
+                    streaming=not args.no_streaming)
 
 
-def cmd_velocity(args: argparse.Namespace) -> int:
-    from workers.streaming.app import run_velocity
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from workers.streaming.app import run_aggregation
 
-    return run_velocity(args.topology, stop_after_s=args.stop_after_s)
+    return run_aggregation(args.topology, stop_after_s=args.stop_after_s)
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -118,10 +121,32 @@ def cmd_model(args: argparse.Namespace) -> int:
         from workers.model.train import main as train_main
 
         return train_main(args.rest)
+    if args.action == "register":
+        from workers.model.register import main as register_main
+
+        return register_main(args.rest)
     from workers.model.quantize import main as quantize_main
 
     code: int = quantize_main(args.rest)
     return code
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from workers.model.manifest import load_manifest
+    from workers.pipeline.records import decision_json_schema, event_json_schema
+    from workers.settings import get_settings
+    from workers.topology import load_topology
+
+    t = load_topology(args.topology)
+    if args.what == "event":
+        doc = event_json_schema(t.input.schema_)
+    else:
+        m = load_manifest(get_settings().models_dir, t.model.name, t.model.version, verify_sha256=False)
+        doc = decision_json_schema(t, list(m.output.labels) if m.output.kind == "classes" else None)
+    print(json.dumps(doc, indent=2))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -141,59 +166,68 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="streamscore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default WARNING)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("dev", help="local Kafka + Redis stack")
-    d.add_argument("action", choices=["up", "down", "status"])
+    d = sub.add_parser("dev", help="local Kafka + Redis stack", formatter_class=fmt)
+    d.add_argument("action", choices=["up", "down", "status"], help="start, stop or show the stack")
     d.add_argument("--topology", default=DEFAULT_TOPOLOGY, help="create this topology's topics")
     d.add_argument("--wipe", action="store_true", help="with down: delete the stack's data")
     d.set_defaults(fn=cmd_dev)
 
-    s = sub.add_parser("setup", help="dev up + topics + Feast apply and materialize")
-    s.add_argument("--topology", default=DEFAULT_TOPOLOGY)
-    s.add_argument("--seed", type=int, default=7)
+    s = sub.add_parser("setup", help="dev up + topics + the topology's Feast data, apply and materialize",
+                       formatter_class=fmt)
+    s.add_argument("--topology", default=DEFAULT_TOPOLOGY, help="the topology to set up")
+    s.add_argument("--seed", type=int, default=7, help="seed of the example's generated data")
     s.set_defaults(fn=cmd_setup)
 
-    r = sub.add_parser("run", help="run the scoring worker")
-    r.add_argument("topology")
+    r = sub.add_parser("run", help="run the scoring worker", formatter_class=fmt)
+    r.add_argument("topology", help="topology file, e.g. topologies/fraud.yaml")
     r.add_argument("--max-events", type=int, default=None, help="stop after this many inputs")
     r.add_argument("--idle-exit-s", type=float, default=None, help="stop after idle seconds")
-    r.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics")
+    r.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0 = off)")
     r.set_defaults(fn=cmd_run)
 
-    pr = sub.add_parser("produce", help="load producer for the input topic")
-    pr.add_argument("--topology", default=DEFAULT_TOPOLOGY)
+    pr = sub.add_parser("produce", help="load producer for a topology's input topic", formatter_class=fmt)
+    pr.add_argument("--topology", default=DEFAULT_TOPOLOGY, help="its dev.events generator and input topic")
     pr.add_argument("--rate", type=float, default=1000.0, help="events per second; 0 = as fast as possible")
-    pr.add_argument("--count", type=int, default=10_000)
-    pr.add_argument("--malformed-fraction", type=float, default=0.0)
-    pr.add_argument("--seed", type=int, default=7)
+    pr.add_argument("--count", type=int, default=10_000, help="events to send")
+    pr.add_argument("--malformed-fraction", type=float, default=0.0, help="share of malformed events")
+    pr.add_argument("--seed", type=int, default=7, help="generator seed (the one `setup` used)")
     pr.set_defaults(fn=cmd_produce)
 
-    dm = sub.add_parser("demo", help="bounded producer + worker run with a summary")
-    dm.add_argument("--topology", default=DEFAULT_TOPOLOGY)
-    dm.add_argument("--count", type=int, default=20_000)
-    dm.add_argument("--rate", type=float, default=2_000.0)
-    dm.add_argument("--malformed-fraction", type=float, default=0.01)
+    dm = sub.add_parser("demo", help="bounded producer + worker run with a summary", formatter_class=fmt)
+    dm.add_argument("--topology", default=DEFAULT_TOPOLOGY, help="e.g. topologies/ato.yaml for the second example")
+    dm.add_argument("--count", type=int, default=20_000, help="events to produce")
+    dm.add_argument("--rate", type=float, default=2_000.0, help="offered events per second")
+    dm.add_argument("--malformed-fraction", type=float, default=0.01, help="share of malformed events")
     dm.add_argument("--json", default=None, help="also write the summary as JSON here")
-    dm.add_argument("--velocity-topology", default="topologies/velocity.yaml")
-    dm.add_argument("--no-velocity", action="store_true", help="do not start the Faust job")
+    dm.add_argument("--no-streaming", action="store_true",
+                    help="do not start the topology's streaming aggregation jobs (dev.streaming)")
     dm.set_defaults(fn=cmd_demo)
 
-    v = sub.add_parser("velocity", help="streaming velocity features (Faust) -> Feast card_velocity")
-    v.add_argument("action", choices=["run"])
-    v.add_argument("topology", nargs="?", default="topologies/velocity.yaml")
+    v = sub.add_parser("aggregate", help="streaming aggregation job (Faust) writing a Feast view",
+                       formatter_class=fmt)
+    v.add_argument("action", choices=["run"], help="run the job until SIGINT/SIGTERM")
+    v.add_argument("topology", nargs="?", default="topologies/velocity.yaml", help="aggregation topology")
     v.add_argument("--stop-after-s", type=float, default=None, help="stop by itself after S seconds")
-    v.set_defaults(fn=cmd_velocity)
+    v.set_defaults(fn=cmd_aggregate)
 
-    m = sub.add_parser("model", help="train or quantize models")
-    m.add_argument("action", choices=["train", "quantize"])
+    m = sub.add_parser("model", help="train, quantize or register models (each has --help)")
+    m.add_argument("action", choices=["train", "quantize", "register"])
     m.add_argument("rest", nargs=argparse.REMAINDER)
     m.set_defaults(fn=cmd_model)
 
-    b = sub.add_parser("bench", help="benchmarks (print figures, write JSON)")
+    sc = sub.add_parser("schema", help="JSON Schema of a topology's decision records or input events",
+                        formatter_class=fmt)
+    sc.add_argument("what", choices=["decision", "event"], help="which records")
+    sc.add_argument("topology", help="topology file")
+    sc.set_defaults(fn=cmd_schema)
+
+    b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
     b.add_argument("what", choices=["features", "engine", "pipeline"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)

@@ -7,10 +7,14 @@ feature reader returns for the same rows, in the same order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from workers.schema import KAFKA_KEY, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TIMESTAMP_MS, KAFKA_TOPIC
 
 ObjArray = npt.NDArray[np.object_]
 F32Array = npt.NDArray[np.float32]
@@ -28,21 +32,23 @@ class SourceRef:
     offset: int
 
 
+_META = ("key", "topic", "partition", "offset", "received_ns", "kafka_ts_ms")
+
+
 @dataclass(frozen=True)
 class EventBatch:
-    """Valid transaction events of one micro-batch, as columns. Row i of every column is event i."""
+    """Valid events of one micro-batch, as columns. Row i of every column is event i.
 
-    event_id: ObjArray
-    card_id: ObjArray
-    merchant_id: ObjArray
-    amount: F64Array
-    currency: ObjArray
-    country: ObjArray
-    device_id: ObjArray
-    event_time_ms: I64Array
-    trace_id: ObjArray  # str or None per row
-    # Kafka metadata per row
-    key: ObjArray  # bytes or None: the input message key, reused for the decision
+    ``fields`` holds one column per schema field, by its path (``amount``, ``device.id``):
+    strings as object arrays (None where null), numbers as float64 (NaN where null), integers as
+    int64 and booleans as bool (0 / False where null). ``nulls`` marks, for optional fields only,
+    the rows where the field was absent or null. The Kafka metadata is kept beside them and is
+    also readable by name through ``column`` (``_kafka.key``, ``_kafka.timestamp_ms``, ...).
+    """
+
+    fields: Mapping[str, npt.NDArray[Any]]
+    nulls: Mapping[str, BoolArray]
+    key: ObjArray  # bytes or None: the input message key
     topic: ObjArray
     partition: I64Array
     offset: I64Array
@@ -50,32 +56,58 @@ class EventBatch:
     kafka_ts_ms: I64Array  # the Kafka record timestamp: when the event entered the stream
 
     def __len__(self) -> int:
-        return len(self.amount)
+        return int(self.offset.shape[0])
+
+    def column(self, name: str) -> npt.NDArray[Any]:
+        """A field by path, or a Kafka metadata column (``_kafka.key`` as str, decoded)."""
+        col = self.fields.get(name)
+        if col is not None:
+            return col
+        if name == KAFKA_KEY:
+            return _keys_as_str(self.key)
+        if name == KAFKA_TOPIC:
+            return self.topic
+        if name == KAFKA_PARTITION:
+            return self.partition
+        if name == KAFKA_OFFSET:
+            return self.offset
+        if name == KAFKA_TIMESTAMP_MS:
+            return self.kafka_ts_ms
+        raise KeyError(f"the batch has no column {name!r}; fields: {sorted(self.fields)}")
+
+    def null_mask(self, name: str) -> BoolArray | None:
+        """Rows where ``name`` is null (None: the column has no nulls)."""
+        return self.nulls.get(name)
 
     def take(self, idx: npt.NDArray[np.intp]) -> EventBatch:
         """Rows ``idx`` of this batch, as a new batch (used to split off fallback rows)."""
-        return EventBatch(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+        return EventBatch(
+            {k: v[idx] for k, v in self.fields.items()}, {k: v[idx] for k, v in self.nulls.items()},
+            *(getattr(self, k)[idx] for k in _META),
+        )
 
     @staticmethod
     def concat(batches: list[EventBatch]) -> EventBatch:
         if len(batches) == 1:
             return batches[0]
+        first = batches[0]
         return EventBatch(
-            **{
-                k: np.concatenate([getattr(b, k) for b in batches])
-                for k in EventBatch.__dataclass_fields__
-            }
+            {k: np.concatenate([b.fields[k] for b in batches]) for k in first.fields},
+            {k: np.concatenate([b.nulls[k] for b in batches]) for k in first.nulls},
+            *(np.concatenate([getattr(b, k) for b in batches]) for k in _META),
         )
 
     @staticmethod
     def empty() -> EventBatch:
         o = np.empty(0, dtype=object)
         i = np.empty(0, dtype=np.int64)
-        return EventBatch(
-            event_id=o, card_id=o, merchant_id=o, amount=np.empty(0, dtype=np.float64),
-            currency=o, country=o, device_id=o, event_time_ms=i, trace_id=o, key=o, topic=o,
-            partition=i, offset=i, received_ns=i, kafka_ts_ms=i,
-        )
+        return EventBatch({}, {}, o, o, i, i, i, i)
+
+
+def _keys_as_str(keys: ObjArray) -> ObjArray:
+    out = np.empty(keys.shape[0], dtype=object)
+    out[:] = [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys.tolist()]
+    return out
 
 
 @dataclass(frozen=True)

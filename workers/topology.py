@@ -10,26 +10,15 @@ Every bound is a named field with a unit in its name and a default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# The wire fields of a transaction event, as decode turns them into EventBatch columns.
-TRANSACTION_FIELDS: dict[str, Literal["string", "number", "integer"]] = {
-    "event_id": "string",
-    "card_id": "string",
-    "merchant_id": "string",
-    "amount": "number",
-    "currency": "string",
-    "country": "string",
-    "device_id": "string",
-    "event_time_ms": "integer",
-    "trace_id": "string",
-}
-OPTIONAL_FIELDS = frozenset({"trace_id"})
-
+from workers.hooks import HOOK_PATTERN
+from workers.schema import EventSchema
 
 class TopologyError(ValueError):
     """A topology file could not be loaded; the message names file, line and key."""
@@ -37,35 +26,6 @@ class TopologyError(ValueError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class FieldSpec(_Model):
-    type: Literal["string", "number", "integer"]
-    required: bool = True
-    max_length: int | None = Field(None, gt=0, description="strings: longest accepted value")
-    min: float | None = Field(None, description="numbers: smallest accepted value")
-    max: float | None = Field(None, description="numbers: largest accepted value")
-
-
-class EventSchema(_Model):
-    name: str
-    version: int = Field(ge=1)
-    fields: dict[str, FieldSpec]
-
-    @model_validator(mode="after")
-    def _known_fields(self) -> EventSchema:
-        unknown = sorted(set(self.fields) - set(TRANSACTION_FIELDS))
-        if unknown:
-            raise ValueError(
-                f"unknown event field(s) {unknown}; this worker reads {sorted(TRANSACTION_FIELDS)}"
-            )
-        missing = sorted(set(TRANSACTION_FIELDS) - set(self.fields) - OPTIONAL_FIELDS)
-        if missing:
-            raise ValueError(f"event schema must declare {missing}")
-        for name, spec in self.fields.items():
-            if spec.type != TRANSACTION_FIELDS[name]:
-                raise ValueError(f"field {name!r} must have type {TRANSACTION_FIELDS[name]!r}")
-        return self
 
 
 class InputSpec(_Model):
@@ -82,7 +42,7 @@ class TopicSpec(_Model):
 
 
 class FeaturesSpec(_Model):
-    feature_service: str
+    feature_service: str = Field(min_length=1)
     reader: Literal["feast_sdk", "redis_fast"] = "feast_sdk"
     timeout_ms: int = Field(50, gt=0, description="a slower store read scores with defaults")
     cache_ttl_ms: int = Field(0, ge=0, description="in-process cache for slow views; 0 = off")
@@ -136,32 +96,146 @@ class BatchingSpec(_Model):
     )
 
 
-class PolicySpec(_Model):
-    review_at: float | None = Field(
-        None, ge=0.0, le=1.0, description="score >= this -> review; unset: the model manifest's"
-    )
-    decline_at: float | None = Field(
-        None, ge=0.0, le=1.0, description="score >= this -> decline; unset: the model manifest's"
-    )
-    fallback_verdict: Literal["approve", "review", "decline"] = "review"
+Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+Scalar = float | int | str | bool
+_ID = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class ConditionSpec(_Model):
+    """``<operand> <op> <value>`` per row; the operand is a model input (``input``, by its name in
+    the model's input spec) or an event field / Kafka metadata column (``field``)."""
+
+    input: str | None = Field(None, description="a model input, by name")
+    field: str | None = Field(None, description="an event field path or _kafka.* column")
+    op: Comparison
+    value: Scalar
 
     @model_validator(mode="after")
-    def _ordered(self) -> PolicySpec:
-        if (
-            self.review_at is not None
-            and self.decline_at is not None
-            and self.review_at > self.decline_at
-        ):
-            raise ValueError("review_at must be <= decline_at")
+    def _one_operand(self) -> ConditionSpec:
+        if (self.input is None) == (self.field is None):
+            raise ValueError("give exactly one of `input` (a model input) or `field` (an event field)")
+        if isinstance(self.value, str) and self.op not in ("==", "!="):
+            raise ValueError(f"a string value compares with == or != only, not {self.op}")
         return self
 
-    def resolved(self, review: float, decline: float) -> PolicySpec:
-        """This policy with unset thresholds taken from the model (its calibrated cut-offs)."""
-        r = self.review_at if self.review_at is not None else review
-        d = self.decline_at if self.decline_at is not None else decline
-        if r > d:
-            raise ValueError(f"policy review_at {r} > decline_at {d} after taking model defaults")
-        return PolicySpec(review_at=r, decline_at=d, fallback_verdict=self.fallback_verdict)
+    @property
+    def operand(self) -> str:
+        return self.input if self.input is not None else str(self.field)
+
+
+class ReasonRuleSpec(ConditionSpec):
+    """A reason code given to a decision whose row meets the condition (first ``max`` in order)."""
+
+    code: str = Field(pattern=_ID)
+
+
+class ReasonsSpec(_Model):
+    max: int = Field(3, ge=0, le=32, description="reason codes per decision, in rule order")
+    rules: tuple[ReasonRuleSpec, ...] = ()
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
+
+
+class HardRuleSpec(_Model):
+    """A rule that overrides the model's verdict: ``at_least`` raises it to ``verdict`` (verdicts
+    are ordered by severity), ``exactly`` sets it. Named in the decision's ``rules`` when it fires."""
+
+    name: str = Field(pattern=_ID)
+    when: ConditionSpec
+    verdict: str
+    mode: Literal["at_least", "exactly"] = "at_least"
+
+
+class BandSpec(_Model):
+    """Scores at or above ``from`` get ``verdict`` (until the next band). ``from`` is a number or
+    the name of a threshold in the model's manifest (its calibrated cut-offs)."""
+
+    verdict: str
+    from_: float | str = Field(alias="from")
+
+
+class DecisionSchemaSpec(_Model):
+    name: str = Field("decision", pattern=r"^[a-z][a-z0-9_.-]{0,62}$")
+    version: int = Field(1, ge=1)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}.v{self.version}"
+
+
+class DecisionSpec(_Model):
+    """How scores become decisions. Binary-score models use ``bands``; class-probability models
+    use ``classes`` (model class label -> verdict)."""
+
+    schema_: DecisionSchemaSpec = Field(DecisionSchemaSpec(), alias="schema")
+    verdicts: tuple[str, ...] = Field(min_length=1, description="every verdict, least severe first")
+    bands: tuple[BandSpec, ...] = ()
+    classes: dict[str, str] = Field(default_factory=dict)
+    fallback_verdict: str = Field(description="rows that cannot be scored (deadline, engine error)")
+    reasons: ReasonsSpec = ReasonsSpec()
+    rules: tuple[HardRuleSpec, ...] = ()
+    echo: tuple[str, ...] = Field((), description="event fields copied into every decision")
+    key: str = Field("_kafka.key", description="decision key: the input key or an event field")
+
+    @field_validator("verdicts", "bands", "rules", "echo", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _verdicts_known(self) -> DecisionSpec:
+        if len(set(self.verdicts)) != len(self.verdicts):
+            raise ValueError(f"verdicts {list(self.verdicts)} has duplicates")
+        for v in self.verdicts:
+            if not re.match(_ID, v):
+                raise ValueError(f"verdict {v!r} must be lower case letters, digits and '_'")
+        if bool(self.bands) == bool(self.classes):
+            raise ValueError("give `bands` (a model with one score) or `classes` (a model with class "
+                             "probabilities), not both and not neither")
+        used = [("fallback_verdict", self.fallback_verdict)]
+        used += [(f"bands[{i}]", b.verdict) for i, b in enumerate(self.bands)]
+        used += [(f"classes[{c!r}]", v) for c, v in self.classes.items()]
+        used += [(f"rules[{r.name}]", r.verdict) for r in self.rules]
+        for where, v in used:
+            if v not in self.verdicts:
+                raise ValueError(f"{where}: verdict {v!r} is not one of verdicts {list(self.verdicts)}")
+        ranks = [self.verdicts.index(b.verdict) for b in self.bands]
+        if ranks != sorted(ranks) or len(set(ranks)) != len(ranks):
+            raise ValueError("bands must go from least to most severe verdict, each verdict once")
+        numbers = [b.from_ for b in self.bands if not isinstance(b.from_, str)]
+        if numbers != sorted(numbers):
+            raise ValueError("band thresholds must not decrease")
+        if len({r.name for r in self.rules}) != len(self.rules):
+            raise ValueError("hard rule names must be unique")
+        return self
+
+    def conditions(self) -> list[tuple[str, ConditionSpec]]:
+        """Every condition with where it is written (for start-up checks)."""
+        out: list[tuple[str, ConditionSpec]] = [
+            (f"decision.reasons.rules[{r.code}]", r) for r in self.reasons.rules]
+        out += [(f"decision.rules[{r.name}]", r.when) for r in self.rules]
+        return out
+
+
+class HooksDevSpec(_Model):
+    """Local tooling of an example (`streamscore setup`, `produce`, `demo`); the worker ignores it."""
+
+    events: str | None = Field(None, pattern=HOOK_PATTERN,
+                               description="module:function(seed, start_ms) -> iterator of event dicts")
+    key_field: str | None = Field(None, description="the load producer keys events by this field")
+    time_field: str | None = Field(None, description="event-time field: the producer resumes its clock from it")
+    offline_data: str | None = Field(
+        None, pattern=HOOK_PATTERN,
+        description="module:function(data_dir, now, seed): writes the Feast offline data `setup` materializes")
+    streaming: tuple[str, ...] = Field((), description="streaming aggregation topologies `demo` runs")
+
+    @field_validator("streaming", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
 
 
 class KafkaSpec(_Model):
@@ -185,21 +259,48 @@ class KafkaSpec(_Model):
 class Topology(_Model):
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="stable stage id")
     input: InputSpec
-    entities: dict[str, str] = Field(description="entity name -> event field holding its key")
-    features: FeaturesSpec
+    entities: dict[str, str] = Field(
+        default_factory=dict, description="Feast join key -> event field holding it (e.g. user_id: user.id)")
+    features: FeaturesSpec | None = None
     model: ModelSpec
     batching: BatchingSpec = BatchingSpec()
-    policy: PolicySpec
+    decision: DecisionSpec
     output: TopicSpec
     dead_letter: TopicSpec
     kafka: KafkaSpec = KafkaSpec()
+    dev: HooksDevSpec = HooksDevSpec()
     source_path: str = ""
 
     @model_validator(mode="after")
-    def _entities_are_fields(self) -> Topology:
-        for entity, field in self.entities.items():
-            if field not in self.input.schema_.fields or field not in TRANSACTION_FIELDS:
-                raise ValueError(f"entity {entity!r} key field {field!r} is not an event field")
+    def _fields_exist(self) -> Topology:
+        schema = self.input.schema_
+        known = schema.columns()
+        for join_key, path in self.entities.items():
+            spec = schema.fields.get(path)
+            if spec is None:
+                raise ValueError(f"entities.{join_key}: {path!r} is not a field of the event schema; "
+                                 f"fields: {sorted(schema.fields)}")
+            if spec.type not in ("string", "integer") or not spec.required:
+                raise ValueError(f"entities.{join_key}: field {path!r} must be a required string or "
+                                 f"integer (an entity key), is {'optional ' if not spec.required else ''}{spec.type}")
+        if self.entities and self.features is None:
+            raise ValueError("entities are looked up in a feature store: add a `features` section")
+        d = self.decision
+        refs = [("decision.key", d.key)] + [(f"decision.echo[{i}]", f) for i, f in enumerate(d.echo)]
+        refs += [(where, c.field) for where, c in d.conditions() if c.field is not None]
+        refs += [(f"dev.{k}", v) for k, v in (("key_field", self.dev.key_field), ("time_field", self.dev.time_field))
+                 if v is not None]
+        for where, path in refs:
+            if path not in known:
+                raise ValueError(f"{where}: {path!r} is not an event field or Kafka metadata column; "
+                                 f"fields: {sorted(schema.fields)}")
+        for where, c in d.conditions():
+            if c.field is not None:
+                t = schema.type_of(c.field)
+                if t == "string" and not isinstance(c.value, str):
+                    raise ValueError(f"{where}: field {c.field!r} is a string; compare it with a string")
+                if t != "string" and isinstance(c.value, str):
+                    raise ValueError(f"{where}: field {c.field!r} is {t}; compare it with a number or boolean")
         return self
 
 

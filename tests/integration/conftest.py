@@ -30,17 +30,30 @@ def stack() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def feature_store(stack: Settings) -> Settings:
-    from workers.features.feast_sdk import setup_features
+def fraud_topology() -> Topology:
+    return load_topology(ROOT / "topologies" / "fraud.yaml")
 
-    setup_features(stack, seed=7)
+
+@pytest.fixture(scope="session")
+def feature_store(stack: Settings, fraud_topology: Topology) -> Settings:
+    """The fraud example's Feast data in Redis (`streamscore setup --topology topologies/fraud.yaml`)."""
+    from workers.features.feast_repo import setup_features
+
+    setup_features(stack, fraud_topology, seed=7)
     return stack
 
 
-@pytest.fixture()
-def it_topology(stack: Settings) -> Topology:
-    """The fraud topology on fresh, uniquely named topics and consumer group."""
-    base = load_topology(ROOT / "topologies" / "fraud.yaml")
+@pytest.fixture(scope="session")
+def ato_store(stack: Settings) -> Settings:
+    """The account-takeover example's Feast data in Redis (`streamscore setup --topology topologies/ato.yaml`)."""
+    from workers.features.feast_repo import setup_features
+
+    setup_features(stack, load_topology(ROOT / "topologies" / "ato.yaml"), seed=7)
+    return stack
+
+
+def fresh_topics(stack: Settings, base: Topology) -> Topology:
+    """``base`` on fresh, uniquely named topics and consumer group (created)."""
     s = uuid.uuid4().hex[:8]
     t = base.model_copy(update={
         "input": base.input.model_copy(update={"topic": f"it-{s}-tx", "consumer_group": f"it-{s}"}),
@@ -53,6 +66,18 @@ def it_topology(stack: Settings) -> Topology:
         devstack.TopicSpec(t.dead_letter.topic, t.dead_letter.partitions),
     ])
     return t
+
+
+@pytest.fixture()
+def it_topology(stack: Settings, fraud_topology: Topology) -> Topology:
+    """The fraud topology on fresh, uniquely named topics and consumer group."""
+    return fresh_topics(stack, fraud_topology)
+
+
+@pytest.fixture()
+def ato_topology(stack: Settings) -> Topology:
+    """The account-takeover topology on fresh, uniquely named topics and consumer group."""
+    return fresh_topics(stack, load_topology(ROOT / "topologies" / "ato.yaml"))
 
 
 def read_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Any]:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.topology import Topology, load_topology
+from workers.model.manifest import OutputSpec
+from workers.topology import DecisionSpec, Topology, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,3 +56,29 @@ def good_event(i: int = 0, **over: object) -> dict[str, object]:
     }
     ev.update(over)
     return ev
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """What ``Decider`` needs of a model (``workers.pipeline.decide.DecisionModel``)."""
+
+    feature_order: tuple[str, ...] = ("f0", "f1", "f2", "f3")
+    thresholds: dict[str, float] | None = None
+    output: OutputSpec = OutputSpec("score", (-1, 1), "float32")
+    name: str = "tiny"
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.thresholds is None:
+            object.__setattr__(self, "thresholds", {"review": 0.5, "decline": 0.9})
+
+
+def three_verdicts(**over: object) -> DecisionSpec:
+    """approve / review at 0.5 / decline at 0.9 (or the model's named thresholds), fallback review."""
+    raw: dict[str, object] = {
+        "verdicts": ["approve", "review", "decline"],
+        "bands": [{"verdict": "review", "from": "review"}, {"verdict": "decline", "from": "decline"}],
+        "fallback_verdict": "review", "echo": ["event_id"],
+    }
+    raw.update(over)
+    return DecisionSpec.model_validate(raw)

@@ -50,7 +50,9 @@ from workers.pipeline.decide import Decider, ModelInfo
 from workers.pipeline.dispatch import ScoringStage
 from workers.engines.base import Engine, EngineError
 from workers.events import EventBatch, F32Array
-from workers.topology import BatchingSpec, PolicySpec
+from workers.model.manifest import OutputSpec
+from workers.schema import EventSchema, FieldSpec
+from workers.topology import BandSpec, BatchingSpec, DecisionSpec
 
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536)
 QUICK_BATCHES = (1, 16, 256)
@@ -63,11 +65,32 @@ QUICK_HEAVY_SHAPE = (64, (128, 128))  # --quick: same family, small enough for a
 
 @dataclass(frozen=True)
 class ModelCase:
+    """A model to time; also what ``Decider`` needs of a model (a ``DecisionModel``)."""
+
     name: str  # "demo_mlp", "heavy_mlp", ...
     path: Path
     feature_order: tuple[str, ...]
     review_at: float
     decline_at: float
+    output_name: str = "score"
+    version: int = 0
+
+    @property
+    def output(self) -> OutputSpec:
+        return OutputSpec(self.output_name, (-1, 1), "float32")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"review": self.review_at, "decline": self.decline_at}
+
+
+# The decide stage of the e2e mode: three verdicts by the case's thresholds, the event id echoed.
+BENCH_SCHEMA = EventSchema(name="bench", version=1, fields={
+    "event_id": FieldSpec(type="string"), "amount": FieldSpec(type="number")})
+BENCH_DECISION = DecisionSpec(
+    verdicts=("approve", "review", "decline"),
+    bands=(BandSpec(verdict="review", **{"from": "review"}), BandSpec(verdict="decline", **{"from": "decline"})),
+    fallback_verdict="review", echo=("event_id",))
 
 
 @dataclass
@@ -91,13 +114,15 @@ def demo_case(path: Path) -> ModelCase:
     if mf.is_file():
         raw = json.loads(mf.read_text(encoding="utf-8"))
         return ModelCase("demo_mlp", path, tuple(raw["feature_order"]),
-                         float(raw["thresholds"]["review"]), float(raw["thresholds"]["decline"]))
+                         float(raw["thresholds"]["review"]), float(raw["thresholds"]["decline"]),
+                         str(raw["output"]["name"]))
     return _generic_case("demo_mlp", path)
 
 
 def _generic_case(name: str, path: Path) -> ModelCase:
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
-    return ModelCase(name, path, tuple(f"f{i}" for i in range(dims[1].dim_value)), 0.5, 0.9)
+    out = onnx.load(str(path)).graph.output[0].name
+    return ModelCase(name, path, tuple(f"f{i}" for i in range(dims[1].dim_value)), 0.5, 0.9, out)
 
 
 def heavy_case(directory: Path, quick: bool, fp16: bool = False) -> ModelCase:
@@ -115,13 +140,9 @@ def synthetic_events(n: int, seed: int = 0) -> EventBatch:
     """``n`` events as decode would produce them; ``offset`` doubles as the feature-row index."""
     rng = np.random.default_rng(seed)
     ids = np.array([f"e{i}" for i in range(n)], dtype=object)
-    cards = np.array([f"c{i % 5000}" for i in range(n)], dtype=object)
     now_ms = time.time_ns() // 1_000_000
     return EventBatch(
-        event_id=ids, card_id=cards, merchant_id=np.full(n, "m1", dtype=object),
-        amount=rng.lognormal(3.5, 1.0, n), currency=np.full(n, "USD", dtype=object),
-        country=np.full(n, "US", dtype=object), device_id=np.full(n, "d1", dtype=object),
-        event_time_ms=np.full(n, now_ms, dtype=np.int64), trace_id=np.full(n, None, dtype=object),
+        {"event_id": ids, "amount": rng.lognormal(3.5, 1.0, n)}, {},
         key=np.full(n, b"k", dtype=object), topic=np.full(n, "transactions", dtype=object),
         partition=np.zeros(n, dtype=np.int64), offset=np.arange(n, dtype=np.int64),
         received_ns=np.full(n, time.time_ns(), dtype=np.int64),
@@ -225,7 +246,7 @@ def time_through_batcher(
         x = _rows_of(rows, b.offset)
         s = engine.infer(x)
         if s.shape[0] != len(b):
-            raise RuntimeError(f"engine returned {s.shape[0]} scores for {len(b)} rows")
+            raise RuntimeError(f"engine returned {s.shape[0]} rows for {len(b)}")
         if decider is not None:
             d = decider.decide(b, s, x, None, [None] * len(b), {})
             if len(d.values) != len(b):
@@ -319,8 +340,8 @@ def run_bench(
             engine.load()
             engine.warm_up(sorted(sizes))
             sess, raw_desc = raw_session(kind, case.path, threads)
-            decider = Decider("bench", PolicySpec(review_at=case.review_at, decline_at=case.decline_at),
-                              ModelInfo(case.name, "bench", "fp32", kind), case.feature_order) if e2e else None
+            decider = Decider("bench", BENCH_DECISION, case, ModelInfo(case.name, "bench", "fp32", kind),
+                              BENCH_SCHEMA) if e2e else None
             for b in sizes:
                 rows = feature_rows(b, len(case.feature_order))
                 events = synthetic_events(b)

@@ -1,18 +1,18 @@
 """``streamscore bench features``: the redis_fast reader against Feast's SDK, same entities, same data.
 
-For each batch size (1, 64, 256, 512, 2048) it takes consecutive events of the generated stream
-(``datagen.iter_events``: the world's cards and merchants, bursts, ~1% unknown ids) as micro-batches
-and measures, on the same batches:
+For each batch size (1, 64, 256, 512, 2048) it takes consecutive events of the topology's generated
+stream (``dev.events``; for fraud: the world's cards and merchants, bursts, ~1% unknown ids) as
+micro-batches and measures, on the same batches:
 
 - **fast**: ``FastRedisReader.fetch`` (fetch + decode + defaults/flags: everything the worker
   waits for), with the in-process cache OFF — the headline figure;
-- **fast+cache**: the same with the topology's ``cached_views`` (``merchant_risk`` for 1 s when
-  the topology caches nothing), cache warm — what a worker with that setting pays;
+- **fast+cache**: the same with the topology's ``cached_views`` (fraud: ``merchant_risk`` for 1 s),
+  cache warm — what a worker with that setting pays (the uncached reader again when it has none);
 - **Feast SDK**: ``FeatureStore.get_online_features`` for the topology's feature service, called
   directly (no dedupe or decoding of ours around it).
 
-A "key" is one entity ROW of the batch = one event, i.e. its card_id and merchant_id lookups (ids
-repeated within a batch are fetched once, as both readers do). µs per key = median batch time /
+A "key" is one entity ROW of the batch = one event, i.e. its lookups of every entity (fraud: card_id
+and merchant_id; ids repeated within a batch are fetched once, as both readers do). µs per key = median batch time /
 batch size; p50/p99 are over calls made back to back. Every benchmarked fast batch is then compared
 with ``FeastSdkReader`` (Feast's SDK plus the same defaults/flags) at the same "now"; a mismatch is
 re-read once before it counts, because a streaming job may be writing velocity features meanwhile.
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from examples.fraud import datagen
+from workers.dev.producer import event_source, get_path
 from workers.events import ObjArray, OnlineFeatures
 from workers.model.manifest import load_manifest
 from workers.settings import PROJECT_ROOT, get_settings
@@ -80,7 +80,8 @@ def _pct(xs: list[float], q: float) -> float:
 class _Bench:
     def __init__(self, topology_path: Path, seed: int, quick: bool) -> None:
         from workers.features.redis_fast import FastRedisReader
-        from workers.features.feast_sdk import FeastSdkReader, setup_features
+        from workers.features.feast_repo import repo_config, setup_features
+        from workers.features.feast_sdk import FeastSdkReader
 
         self.settings = settings = get_settings()
         self.topology = t = load_topology(topology_path)
@@ -90,34 +91,35 @@ class _Bench:
         now_s = self._clock  # both readers judge staleness at the same instant
 
         spec = t.features
-        self.cache_views = spec.cached_views or ("merchant_risk",)
+        if spec is None:
+            raise SystemExit(f"streamscore bench features: {topology_path} reads no online features")
+        self.cache_views = spec.cached_views  # empty: +cache measures the uncached reader again
         self.cache_ttl_ms = spec.cache_ttl_ms or 1000
         repo = settings.feature_repo
         if not (repo / "data" / "registry.db").is_file():  # a clean clone: nothing applied yet
             print("[bench] no Feast registry yet: running Feast apply + materialize ...", flush=True)
-            setup_features(settings, seed=seed)
+            setup_features(settings, t, seed=seed)
+        n_events = sum(c for c, _ in (QUICK_CALLS if quick else CALLS).values()) + 4 * max(BATCHES)
+        gen = event_source(t, seed, 1_800_000_000_000)
+        events = [next(gen) for _ in range(n_events)]
+        self.entities = {jk: np.array([get_path(e, f) for e in events], dtype=object)
+                         for jk, f in t.entities.items()}
         self.fast = FastRedisReader(repo, spec.feature_service, man, settings=settings, timeout_ms=spec.timeout_ms,
                                     now_s=now_s)
-        probe = self.fast.fetch({"card_id": np.array(["c000001"], object), "merchant_id": np.array(["m00001"], object)})
+        probe = self.fast.fetch({k: v[:1] for k, v in self.entities.items()})
         if probe.degraded:
             raise SystemExit(f"streamscore bench features: {self.fast.last_error}")
-        if probe.missing["card_profile"].all():
+        if probe.missing and all(m.all() for m in probe.missing.values()):
             print("[bench] the online store has no features yet: running Feast apply + materialize ...", flush=True)
-            setup_features(settings, seed=seed)
+            setup_features(settings, t, seed=seed)
         self.cached = FastRedisReader(repo, spec.feature_service, man, settings=settings, timeout_ms=spec.timeout_ms,
                                       now_s=now_s, cached_views=self.cache_views, cache_ttl_ms=self.cache_ttl_ms,
                                       cache_max_entries=spec.cache_max_entries)
         self.sdk_reader = FeastSdkReader(repo, spec.feature_service, man, settings=settings, now_s=now_s)
         from feast import FeatureStore
 
-        from workers.features.feast_sdk import repo_config
-
         self.store = FeatureStore(repo_path=str(repo.resolve()), config=repo_config(repo.resolve(), settings))
         self.service = self.store.get_feature_service(spec.feature_service)
-        n_events = sum(c for c, _ in (QUICK_CALLS if quick else CALLS).values()) + 4 * max(BATCHES)
-        events = list(datagen.iter_events(seed, datagen.WorldParams(), 1_800_000_000_000, limit=n_events))
-        self.cards = np.array([e["card_id"] for e in events], dtype=object)
-        self.merchants = np.array([e["merchant_id"] for e in events], dtype=object)
         self.parity_checked = 0
         self.parity_mismatches = 0
         self.parity_retried = 0
@@ -129,8 +131,9 @@ class _Bench:
         return self._now
 
     def batch(self, i: int, size: int) -> dict[str, ObjArray]:
-        start = (i * size) % (len(self.cards) - size)
-        return {"card_id": self.cards[start : start + size], "merchant_id": self.merchants[start : start + size]}
+        n = len(next(iter(self.entities.values())))
+        start = (i * size) % (n - size)
+        return {k: v[start : start + size] for k, v in self.entities.items()}
 
     def check(self, ents: dict[str, ObjArray], now: float, got: OnlineFeatures, reader: Any) -> None:
         self.parity_checked += 1
@@ -252,7 +255,7 @@ def _goals(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print(result: dict[str, Any]) -> None:
-    print("\nOnline features: redis_fast reader vs Feast SDK (key = one event row: card + merchant lookups)")
+    print("\nOnline features: redis_fast reader vs Feast SDK (key = one event row: its entity lookups)")
     head = (f"{'batch':>6} {'fast us/key':>12} {'p50 ms':>8} {'p99 ms':>8} {'cold p50':>9} {'+cache us/key':>14} "
             f"{'+cache p99':>11} {'SDK us/key':>11} {'SDK p50 ms':>11} {'speedup':>8}")
     print(head)
@@ -289,7 +292,7 @@ def main(argv: list[str]) -> int:
         "parity_mismatches": bench.parity_mismatches,
         "parity_retried": bench.parity_retried,
         "first_mismatch": bench.first_mismatch,
-        "key": "one entity row of the batch = one event: its card_id and merchant_id lookups "
+        "key": "one entity row of the batch = one event: its lookups of every entity "
                "(ids repeated within a batch fetched once); us per key = median batch time / batch size",
         "cache": {"views": list(bench.cache_views), "ttl_ms": bench.cache_ttl_ms},
         "quick": args.quick,

@@ -21,21 +21,21 @@ import orjson
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from examples.fraud import datagen
 from workers.dev import stack as devstack
+from workers.dev.producer import event_key, event_source
 from workers.settings import Settings, get_settings
 from workers.topology import Topology, load_topology
 from workers.pipeline.worker import Worker
 
 
-def _fill(settings: Settings, topic: str, n: int) -> None:
+def _fill(settings: Settings, topology: Topology, topic: str, n: int) -> None:
     p = Producer({**settings.kafka_client_config(), "linger.ms": 20, "compression.type": "lz4"})
-    events = datagen.iter_events(7)
+    events = event_source(topology, 7, time.time_ns() // 1_000_000)
     for _ in range(n):
         ev = next(events)
         while True:
             try:
-                p.produce(topic, orjson.dumps(ev), str(ev["card_id"]).encode())
+                p.produce(topic, orjson.dumps(ev), event_key(topology, ev))
                 break
             except BufferError:
                 p.poll(0.05)
@@ -91,7 +91,7 @@ def run_bench(n: int, topology_path: str) -> dict[str, Any]:
     devstack.ensure_topics(settings, [devstack.TopicSpec(src, parts), devstack.TopicSpec(raw_out, parts),
                                       devstack.TopicSpec(dec_out, parts), devstack.TopicSpec(dlq, 1)])
     try:
-        _fill(settings, src, n)
+        _fill(settings, base, src, n)
         raw_eps = passthrough(settings, base, src, raw_out, n)
         t = base.model_copy(update={
             "input": base.input.model_copy(update={"topic": src, "consumer_group": f"bench-w-{s}"}),
@@ -107,7 +107,9 @@ def run_bench(n: int, topology_path: str) -> dict[str, Any]:
         return {
             "events": n,
             "max_batch": t.batching.max_batch,
-            "reader": t.features.reader,
+            "topology": t.id,
+            "model": f"{t.model.name}/{t.model.version}",
+            "reader": t.features.reader if t.features is not None else None,
             "passthrough_events_per_s": round(raw_eps, 1),
             "worker_events_per_s": round(worker_eps, 1),
             "ratio": round(worker_eps / raw_eps, 3),
@@ -127,13 +129,13 @@ def run_bench(n: int, topology_path: str) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="streamscore bench pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=50_000)
-    ap.add_argument("--topology", default="topologies/fraud.yaml")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--events", type=int, default=50_000, help="pre-produced events (default 50000)")
+    ap.add_argument("--topology", default="topologies/fraud.yaml", help="default topologies/fraud.yaml")
+    ap.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = ap.parse_args(argv)
     r = run_bench(a.events, a.topology)
-    print(f"\nworker vs raw Kafka pass-through, {r['events']} events, max_batch {r['max_batch']}, "
-          f"reader {r['reader']}")
+    print(f"\nworker ({r['topology']}, model {r['model']}) vs raw Kafka pass-through, {r['events']} events, "
+          f"max_batch {r['max_batch']}, reader {r['reader']}")
     print(f"  pass-through : {r['passthrough_events_per_s']:>10,.0f} events/s")
     print(f"  worker       : {r['worker_events_per_s']:>10,.0f} events/s   (ratio {r['ratio']:.2f})")
     print(f"  worker micro-batch p50/p99: {r['worker_batch_p50_ms']} / {r['worker_batch_p99_ms']} ms")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 import sys
 import threading
 import time
@@ -20,8 +21,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from workers.settings import PROJECT_ROOT, Settings, get_settings
 from workers.pipeline.source import retry_coordinator
-from workers.topology import Topology, load_topology
 from workers.pipeline.worker import Worker
+from workers.topology import Topology, load_topology
 
 
 def position_group_at_end(topology: Topology, settings: Settings, group: str) -> None:
@@ -94,22 +95,21 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def run_demo(topology_path: str, *, count: int, rate: float, malformed_fraction: float,
-             json_path: str | None = None,
-             velocity_topology: str | None = "topologies/velocity.yaml") -> int:
+             json_path: str | None = None, streaming: bool = True) -> int:
+    """``streaming``: also run the topology's streaming aggregation jobs (``dev.streaming``)."""
     settings = get_settings()
     base = load_topology(topology_path)
     group = f"streamscore-demo-{int(time.time())}"
     topology = base.model_copy(update={"input": base.input.model_copy(update={"consumer_group": group})})
     position_group_at_end(topology, settings, group)
 
-    from workers.streaming.app import last_summary, spawn_velocity, stop_velocity
+    from workers.streaming.app import last_summary, spawn_aggregation, stop_aggregation
 
-    velocity_log = settings.state_dir / "logs" / "velocity.log"
-    velocity = None
-    if velocity_topology:
-        print(f"[demo] starting the velocity job ({velocity_topology}; log {velocity_log}) ...",
-              flush=True)
-        velocity = spawn_velocity(velocity_topology, velocity_log)  # returns once it consumes
+    jobs: list[tuple[Any, Path]] = []
+    for job_topology in (base.dev.streaming if streaming else ()):
+        job_log = settings.state_dir / "logs" / f"{Path(job_topology).stem}.log"
+        print(f"[demo] starting the streaming job {job_topology} (log {job_log}) ...", flush=True)
+        jobs.append((spawn_aggregation(PROJECT_ROOT / job_topology, job_log), job_log))  # returns once it consumes
 
     started = time.monotonic()
 
@@ -143,9 +143,9 @@ def run_demo(topology_path: str, *, count: int, rate: float, malformed_fraction:
     try:
         code = worker.run()
     finally:
-        if velocity is not None:
-            stop_velocity(velocity)
-            print(f"[demo] {last_summary(velocity_log)}", flush=True)
+        for proc, job_log in jobs:
+            stop_aggregation(proc)
+            print(f"[demo] {last_summary(job_log)}", flush=True)
     seconds = time.monotonic() - started
     produced: dict[str, Any] = {}
     if prod is not None:

@@ -1,55 +1,126 @@
-"""Load producer: generated transactions (and, on request, malformed ones) to the input topic.
+"""Load producer: a topology's generated events (and, on request, malformed ones) to its input topic.
 
-Events come from ``datagen.iter_events`` with the same seed as the Feast data, so their cards and
-merchants exist in the online store (about 1% deliberately do not). ``event_time_ms`` is the
-generator's simulated clock (at training density, so velocity features stay realistic); the Kafka
-record timestamp is the wall clock at send time, and end-to-end latency and deadlines use that.
-The simulated clock runs far ahead of the wall clock (days of event time per minute), so each run
-resumes it where the previous run stopped (``<state_dir>/producer-clock``); otherwise a second run
-would replay event times the velocity job has already passed, and its windows would see "late"
-events.
-Malformed events cover every dead-letter reason the decoder knows.
+Events come from the topology's ``dev.events`` generator (``module:function(seed, start_ms)``; the
+examples seed it like their Feast data, so their entities exist in the online store, ~1% on
+purpose not). Event time is the generator's simulated clock (at training density, so streaming
+aggregates stay realistic); the Kafka record timestamp is the wall clock at send time, and
+end-to-end latency and deadlines use that. The simulated clock runs far ahead of the wall clock
+(days of event time per minute), so each run resumes it where the previous run stopped
+(``<state_dir>/producer-clock-<topology id>``, from ``dev.time_field``); otherwise a second run
+would replay event times a streaming job has already passed, and its windows would see "late"
+events. Malformed events are made from the schema (``malformed``) and cover the decoder's reasons.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from confluent_kafka import Producer
 
-from examples.fraud import datagen
+from workers.hooks import load_hook
+from workers.schema import EventSchema, FieldSpec
 from workers.settings import Settings
-from workers.topology import Topology
+from workers.topology import Topology, TopologyError
 
-# Each entry turns a good event dict into bad bytes; names match the expected dead-letter reason.
-def _malformed(ev: dict[str, Any], kind: str, max_payload: int) -> bytes:
+def get_path(obj: Mapping[str, Any], path: str) -> Any:
+    """``obj[a][b]`` for the field path ``a.b``; None where a level is missing."""
+    v: Any = obj
+    for seg in path.split("."):
+        if not isinstance(v, Mapping):
+            return None
+        v = v.get(seg)
+    return v
+
+
+def _with(ev: Mapping[str, Any], path: str, value: Any, *, drop: bool = False) -> dict[str, Any]:
+    """A deep copy of ``ev`` with ``path`` set to ``value`` (or removed)."""
+    out: dict[str, Any] = copy.deepcopy(dict(ev))
+    node = out
+    parts = path.split(".")
+    for seg in parts[:-1]:
+        node = node.setdefault(seg, {})
+    if drop:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+    return out
+
+
+def _first(schema: EventSchema, pred: Callable[[FieldSpec], bool]) -> str | None:
+    return next((n for n, f in schema.fields.items() if pred(f)), None)
+
+
+def malformed(ev: Mapping[str, Any], kind: str, schema: EventSchema, max_payload: int) -> tuple[bytes, str] | None:
+    """A good event turned into bad bytes of ``kind``, with the dead-letter reason decode gives it
+    (None: the schema has no field this kind can break)."""
     if kind == "invalid_json":
-        return orjson.dumps(ev)[:-7]
+        return orjson.dumps(ev)[:-7], "invalid_json"
     if kind == "not_an_object":
-        return b"[1, 2, 3]"
-    if kind == "missing_field":
-        return orjson.dumps({k: v for k, v in ev.items() if k != "amount"})
-    if kind == "wrong_type":
-        return orjson.dumps({**ev, "amount": "12.50"})
-    if kind == "negative_amount":
-        return orjson.dumps({**ev, "amount": -5.0})
-    if kind == "non_finite":
-        return orjson.dumps(ev).replace(b'"amount":', b'"amount":1e999,"x":', 1)
+        return b"[1, 2, 3]", "not_an_object"
     if kind == "oversize":
-        return orjson.dumps({**ev, "padding": "x" * (max_payload + 1)})
+        return orjson.dumps({**ev, "padding": "x" * (max_payload + 1)}), "oversize"
+    if kind == "missing_field":
+        f = _first(schema, lambda s: s.required)
+        return (orjson.dumps(_with(ev, f, None, drop=True)), f"missing_field:{f}") if f else None
+    if kind == "wrong_type":
+        f = _first(schema, lambda s: s.type in ("number", "integer"))
+        if f:
+            return orjson.dumps(_with(ev, f, "12.50")), f"wrong_type:{f}"
+        f = _first(schema, lambda s: s.type == "string")
+        return (orjson.dumps(_with(ev, f, 12)), f"wrong_type:{f}") if f else None
+    if kind == "out_of_range":
+        f = _first(schema, lambda s: s.type in ("number", "integer") and s.min is not None)
+        if f is None:
+            return None
+        low = schema.fields[f].min
+        assert low is not None
+        return orjson.dumps(_with(ev, f, (int(low) - 5) if schema.fields[f].type == "integer" else low - 5.0)), \
+            f"out_of_range:{f}"
+    if kind == "non_finite":
+        f = _first(schema, lambda s: s.type == "number")
+        if f is None:
+            return None
+        marker = "__streamscore_nonfinite__"
+        raw = orjson.dumps(_with(ev, f, marker)).replace(f'"{marker}"'.encode(), b"1e999")
+        return raw, "invalid_json"  # orjson refuses numbers that overflow a double
     if kind == "wrong_encoding":
-        return orjson.dumps({**ev, "merchant_id": "caf\u00e9"}).replace(b"\xc3\xa9", b"\xe9")
+        f = _first(schema, lambda s: s.type == "string" and s.values is None)
+        if f is None:
+            return None
+        value = f"caf\u00e9{get_path(ev, f) or ''}"
+        return orjson.dumps(_with(ev, f, value)).replace(b"\xc3\xa9", b"\xe9", 1), "invalid_encoding"
     raise ValueError(kind)
 
 
 MALFORMED_KINDS = (
-    "invalid_json", "not_an_object", "missing_field", "wrong_type", "negative_amount",
+    "invalid_json", "not_an_object", "missing_field", "wrong_type", "out_of_range",
     "non_finite", "oversize", "wrong_encoding",
 )
+
+
+def event_source(topology: Topology, seed: int, start_ms: int) -> Iterator[Mapping[str, Any]]:
+    """The topology's load generator (``dev.events``): good events as dicts, endless."""
+    if not topology.dev.events:
+        raise TopologyError(f"{topology.source_path}: `dev.events` names no event generator "
+                            "(module:function(seed, start_ms) -> iterator of event dicts)")
+    gen: Iterator[Mapping[str, Any]] = load_hook(topology.dev.events, f"{topology.source_path}: dev.events")(
+        seed, start_ms)
+    return gen
+
+
+def event_key(topology: Topology, ev: Mapping[str, Any]) -> bytes | None:
+    """The Kafka key the load producer gives an event: ``dev.key_field`` (or the first entity's field)."""
+    path = topology.dev.key_field or next(iter(topology.entities.values()), None)
+    if path is None:
+        return None
+    v = get_path(ev, path)
+    return None if v is None else str(v).encode()
 
 
 @dataclass
@@ -84,16 +155,19 @@ def produce(
         if err is not None:
             report.failed += 1
 
-    clock = settings.state_dir / "producer-clock"
+    clock = settings.state_dir / f"producer-clock-{topology.id}"
     start_ms = time.time_ns() // 1_000_000
     if resume_clock:
         try:
             start_ms = max(start_ms, int(clock.read_text().strip()) + 1)
         except (FileNotFoundError, ValueError):
             pass
-    events = datagen.iter_events(seed, None, start_ms)
+    events = event_source(topology, seed, start_ms)
     last_event_ms = start_ms
     max_payload = topology.input.max_payload_bytes
+    schema = topology.input.schema_
+    kinds = [k for k in MALFORMED_KINDS if malformed({}, k, schema, max_payload) is not None]
+    time_field = topology.dev.time_field
     start = time.monotonic()
     for i in range(count):
         if rate > 0:
@@ -103,11 +177,14 @@ def produce(
                 p.poll(0)
                 time.sleep(delay)
         ev = next(events)
-        last_event_ms = int(ev["event_time_ms"])  # type: ignore[call-overload]
-        key = str(ev["card_id"]).encode()
-        if malformed_fraction and rnd.random() < malformed_fraction:
-            value = _malformed(ev, MALFORMED_KINDS[report.malformed % len(MALFORMED_KINDS)],
-                               max_payload)
+        if time_field is not None:
+            t = get_path(ev, time_field)
+            last_event_ms = int(t) if isinstance(t, int) else last_event_ms
+        key = event_key(topology, ev)
+        bad = (malformed(ev, kinds[report.malformed % len(kinds)], schema, max_payload)
+               if malformed_fraction and rnd.random() < malformed_fraction else None)
+        if bad is not None:
+            value = bad[0]
             report.malformed += 1
         else:
             value = orjson.dumps(ev)

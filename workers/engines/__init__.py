@@ -18,26 +18,28 @@ def make_engine(
     cuda_graphs: bool | None = None,
     lanes: int = 2,
     cache_dir: Path | None = None,
+    output: str | None = None,
 ) -> Engine:
     """The engine ``spec`` names, not yet loaded.
 
     ``max_batch`` bounds GPU buffers and the TensorRT profile (the topology's ``max_batch`` never
     exceeds the default). ``cuda_graphs`` None means the spec's ``cuda_graphs`` field if the
     topology schema has one, else off. TensorRT caches built engines under ``cache_dir``
-    (default: ``<settings.state_dir>/tensorrt``).
+    (default: ``<settings.state_dir>/tensorrt``). ``output``: the model output to return (the
+    manifest's ``output.name``; None = the first).
     """
     path = model_file(models_dir, spec.name, spec.version, spec.variant)
     if spec.engine == "onnxruntime-cpu":
         from workers.engines.onnx_cpu import OnnxCpuEngine
 
-        return OnnxCpuEngine(path, spec.intra_op_threads, spec.inter_op_threads)
+        return OnnxCpuEngine(path, spec.intra_op_threads, spec.inter_op_threads, output=output)
     if spec.engine == "onnxruntime-cuda":
         from workers.engines.onnx_cuda import OnnxCudaEngine
 
         graphs = bool(getattr(spec, "cuda_graphs", False)) if cuda_graphs is None else cuda_graphs
         return OnnxCudaEngine(
             path, spec.device_id, max_batch=max_batch, cuda_graphs=graphs, lanes=lanes,
-            intra_op_threads=max(1, spec.intra_op_threads),
+            intra_op_threads=max(1, spec.intra_op_threads), output=output,
         )
     if spec.engine == "tensorrt":
         from workers.engines.tensorrt_engine import TensorRTEngine

@@ -1,7 +1,10 @@
-"""The engine interface: ``load``, ``warm_up``, ``infer(batch) -> scores``, ``describe``.
+"""The engine interface: ``load``, ``warm_up``, ``infer(batch) -> outputs``, ``describe``.
 
-An engine takes a float32 matrix [n, features] in the manifest's feature order and returns float32
-scores [n]. It is called once per micro-batch, from the scoring thread only.
+An engine takes a float32 matrix [n, features] in the manifest's feature order and returns the
+model output the manifest names (``output.name``; the first output when None) as float32
+[n, k]: k = 1 for a sigmoid score, 2 for a binary classifier's class probabilities, one column per
+class otherwise. What the columns mean is the decide stage's business (``manifest.output``). It is
+called once per micro-batch, from the scoring thread only.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ class Engine(Protocol):
 
     def warm_up(self, batch_sizes: list[int]) -> None: ...
 
-    def infer(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+    def infer(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """[n, features] -> [n, k] float32."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 

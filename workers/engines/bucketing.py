@@ -112,7 +112,7 @@ def pad_rows(
     return out
 
 
-def unpad(scores: npt.NDArray[np.generic], n: int) -> npt.NDArray[np.float32]:
-    """The first ``n`` scores of a padded call as float32 [n] (a copy: buffers get reused)."""
-    flat = scores.reshape(scores.shape[0], -1)[:n, 0]
-    return np.array(flat, dtype=np.float32, copy=True)
+def unpad(out: npt.NDArray[np.generic], n: int) -> npt.NDArray[np.float32]:
+    """The first ``n`` rows of a padded call's output as float32 [n, k] (a copy: buffers get reused)."""
+    rows = out.reshape(out.shape[0], -1)[:n]
+    return np.array(rows, dtype=np.float32, copy=True)

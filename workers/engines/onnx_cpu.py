@@ -15,8 +15,10 @@ from workers.engines.base import EngineError
 class OnnxCpuEngine:
     name = "onnxruntime-cpu"
 
-    def __init__(self, path: Path, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(self, path: Path, intra_op_threads: int = 1, inter_op_threads: int = 1,
+                 output: str | None = None) -> None:
         self._path = path
+        self._output = output
         self._intra = intra_op_threads
         self._inter = inter_op_threads
         self._sess: ort.InferenceSession | None = None
@@ -43,7 +45,11 @@ class OnnxCpuEngine:
         )
         inp = self._sess.get_inputs()[0]
         self._in = inp.name
-        self._out = self._sess.get_outputs()[0].name
+        outs = [o.name for o in self._sess.get_outputs()]
+        if self._output is not None and self._output not in outs:
+            raise EngineError(f"{self._path} has no output {self._output!r} (its outputs: {outs}); "
+                              "fix `output.name` in the model's manifest")
+        self._out = self._output or outs[0]
         self._n_features = int(inp.shape[1])
         # InferenceSession.run re-validates the input names and builds the output list on every
         # call (~1 µs, 15% of a one-row call of the demo model); the native session under it
@@ -68,7 +74,7 @@ class OnnxCpuEngine:
             out = self.session.run([self._out], {self._in: x})[0]
         if out.dtype != np.float32:
             out = out.astype(np.float32)
-        return out.reshape(-1)  # type: ignore[no-any-return]
+        return out.reshape(out.shape[0], -1)  # type: ignore[no-any-return]
 
     def describe(self) -> dict[str, Any]:
         return {

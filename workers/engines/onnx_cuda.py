@@ -11,7 +11,7 @@ spends most of its time copying the input from pageable host memory, and every c
    ``cudaMemcpy``, a DMA at full speed because the source is pinned);
 3. the session runs on IO-bound device buffers (``run_with_iobinding``): no allocation, no copy by
    ONNX Runtime; the output stays on the device until it is copied back
-   (``IOBinding.copy_outputs_to_cpu``, [bucket, 1] floats);
+   (``IOBinding.copy_outputs_to_cpu``, [bucket, k] floats);
 4. optionally (``cuda_graphs=True``) each bucket has its own session with ``enable_cuda_graph``
    (a captured graph has fixed shapes and addresses), so after the warm-up runs a call replays one
    graph instead of launching each kernel.
@@ -171,10 +171,13 @@ class OnnxCudaEngine:
         cuda_graphs: bool = False,
         lanes: int = 2,
         intra_op_threads: int = 1,
+        output: str | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError("lanes must be >= 1")
         self._path = path
+        self._output = output
+        self._width = 1
         self._device_id = device_id
         self._plan = BucketPlan.for_max_batch(max_batch)
         self._graphs = cuda_graphs
@@ -229,8 +232,14 @@ class OnnxCudaEngine:
         if self.provider == CUDA_EP:
             _preload_cuda_libraries()
         probe = self._session()
-        inp, out = probe.get_inputs()[0], probe.get_outputs()[0]
+        inp = probe.get_inputs()[0]
+        outs = {o.name: o for o in probe.get_outputs()}
+        if self._output is not None and self._output not in outs:
+            raise EngineError(f"{self._path} has no output {self._output!r} (its outputs: {list(outs)})")
+        out = outs[self._output] if self._output is not None else probe.get_outputs()[0]
         self._in, self._out = inp.name, out.name
+        width = out.shape[1] if len(out.shape) == 2 else 1
+        self._width = width if isinstance(width, int) and width > 0 else 1
         self._in_dtype, self._out_dtype = _numpy_dtype(inp.type), _numpy_dtype(out.type)
         if not isinstance(inp.shape[1], int):
             raise EngineError(f"{self._path}: input {inp.name} needs a fixed feature dimension")
@@ -257,7 +266,7 @@ class OnnxCudaEngine:
             [bucket, self._n_features], self._in_dtype, self.device_type, self._device_id
         )
         dev_out = ort.OrtValue.ortvalue_from_shape_and_type(
-            [bucket, 1], self._out_dtype, self.device_type, self._device_id
+            [bucket, self._width], self._out_dtype, self.device_type, self._device_id
         )
         binding = sess.io_binding()
         binding.bind_ortvalue_input(self._in, dev_in)
@@ -287,11 +296,11 @@ class OnnxCudaEngine:
             raise EngineError("engine used before load()")
         n = int(x.shape[0])
         if n == 0:
-            return np.empty(0, dtype=np.float32)
+            return np.empty((0, self._width), dtype=np.float32)
         chunks = list(self._plan.chunks(n))
         if len(chunks) == 1:  # the common case: no thread hop on the hot path
             return self._run_chunk(self._lanes[0], x, chunks[0])
-        out = np.empty(n, dtype=np.float32)
+        out = np.empty((n, self._width), dtype=np.float32)
         futs = [
             (c, self._pool.submit(self._run_chunk, self._lanes[i % len(self._lanes)], x, c))
             for i, c in enumerate(chunks)
@@ -312,7 +321,7 @@ class OnnxCudaEngine:
 
     def _run_on_lane(self, lane: _Lane, x: F32) -> F32:
         # Chunks run one after another here: waiting on other pool tasks could deadlock the pool.
-        out = np.empty(x.shape[0], dtype=np.float32)
+        out = np.empty((x.shape[0], self._width), dtype=np.float32)
         for c in self._plan.chunks(int(x.shape[0])):
             out[c.start:c.stop] = self._run_chunk(lane, x, c)
         return out

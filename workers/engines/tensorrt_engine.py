@@ -150,6 +150,7 @@ class TensorRTEngine:
         self._in_dtype: Any = np.float32
         self._out_dtype: Any = np.float32
         self._n_features = 0
+        self._width = 1
         self._gpu = ""
         self.cache_file: Path | None = None
         self.cache_hit = False
@@ -240,7 +241,12 @@ class TensorRTEngine:
                 self._in, self._in_dtype = tname, dtype
                 self._n_features = int(self._engine.get_tensor_shape(tname)[1])
             else:
+                if self._out:
+                    raise EngineError(f"{self._path}: the TensorRT engine serves models with one output; "
+                                      "this one has several — use onnxruntime-cuda")
                 self._out, self._out_dtype = tname, dtype
+                shape = tuple(self._engine.get_tensor_shape(tname))
+                self._width = int(shape[1]) if len(shape) == 2 and shape[1] > 0 else 1
         self._streams = (cuda(cudart.cudaStreamCreate()), cuda(cudart.cudaStreamCreate()))
         self._lanes = [self._lane() for _ in range(2)]
 
@@ -248,7 +254,7 @@ class TensorRTEngine:
         assert self._cuda is not None
         cuda, rt, f = self._cuda, self._cuda.rt, self._n_features
         h_in, h_in_ptr = cuda.host_array(self._max, f, self._in_dtype)
-        h_out, h_out_ptr = cuda.host_array(self._max, 1, self._out_dtype)
+        h_out, h_out_ptr = cuda.host_array(self._max, self._width, self._out_dtype)
         d_in = int(cuda(rt.cudaMalloc(h_in.nbytes)))
         d_out = int(cuda(rt.cudaMalloc(h_out.nbytes)))
         return _Lane(h_in, h_in_ptr, d_in, h_out, h_out_ptr, d_out,
@@ -271,7 +277,7 @@ class TensorRTEngine:
         if self._context is None or self._cuda is None or self._streams is None:
             raise EngineError("engine used before load()")
         n = int(x.shape[0])
-        out = np.empty(n, dtype=np.float32)
+        out = np.empty((n, self._width), dtype=np.float32)
         with self._lock:
             for i, c in enumerate(self._plan.chunks(n)):
                 lane = self._lanes[i % len(self._lanes)]
@@ -304,7 +310,7 @@ class TensorRTEngine:
         ctx.set_tensor_address(self._out, lane.d_out)
         if not ctx.execute_async_v3(_handle(compute_s)):
             raise EngineError("TensorRT execute_async_v3 failed (see its log above)")
-        out_bytes = c.bucket * lane.h_out.itemsize
+        out_bytes = c.bucket * self._width * lane.h_out.itemsize
         cuda(rt.cudaMemcpyAsync(lane.h_out_ptr, lane.d_out, out_bytes, d2h, compute_s))
         cuda(rt.cudaEventRecord(lane.done, compute_s))
         lane.pending = c
@@ -313,7 +319,7 @@ class TensorRTEngine:
         assert self._cuda is not None and lane.pending is not None
         self._cuda(self._cuda.rt.cudaEventSynchronize(lane.done))
         c = lane.pending
-        out[c.start:c.stop] = lane.h_out[: c.rows, 0]
+        out[c.start:c.stop] = lane.h_out[: c.rows]
         lane.pending = None
 
     def describe(self) -> dict[str, Any]:

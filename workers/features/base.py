@@ -1,30 +1,53 @@
-"""Features stage: the reader interface and the factory the worker uses.
+"""Features stage: the reader interface, the defaults readers fill, and the reader for topologies
+without online features.
 
 A reader turns the entity keys of one micro-batch into ``OnlineFeatures`` in ONE round trip to the
 online store. Readers: ``feast_sdk`` (Feast's own ``get_online_features``) and ``redis_fast`` (a
-direct reader of Feast's Redis layout, see ``workers/features/redis_fast.py``).
+direct reader of Feast's Redis layout, see ``workers/features/redis_fast.py``); ``factory`` picks.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from workers.events import ObjArray, OnlineFeatures
 from workers.model.manifest import ModelManifest
-from workers.settings import Settings
-from workers.topology import Topology
+
+StalePolicy = Literal["default", "keep"]
+
+
+class FeatureStoreError(RuntimeError):
+    """Set-up or reader construction failed; the message says what to do."""
 
 
 class FeatureReader(Protocol):
+    @property
+    def join_keys(self) -> list[str]:
+        """The entity columns ``fetch`` expects (Feast join keys of the feature service's views)."""
+        ...
+
     def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
         """``entities`` maps join key (e.g. ``card_id``) -> key per row; returns one row per row."""
         ...
 
     def close(self) -> None: ...
+
+
+class NoFeatures:
+    """The reader of a topology without online features: nothing to fetch, no flags."""
+
+    join_keys: list[str] = []
+
+    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
+        n = len(next(iter(entities.values()))) if entities else 0
+        return OnlineFeatures(np.empty((n, 0), np.float32), {}, {}, {})
+
+    def close(self) -> None:
+        pass
 
 
 class FeatureDefaults:
@@ -47,14 +70,3 @@ class FeatureDefaults:
         )
 
 
-def make_reader(topology: Topology, settings: Settings, manifest: ModelManifest) -> FeatureReader:
-    spec = topology.features
-    if spec.reader == "feast_sdk":
-        from workers.features.feast_sdk import FeastSdkReader
-
-        return FeastSdkReader(settings.feature_repo, spec.feature_service, manifest,
-                              settings=settings)
-    from workers.features.redis_fast import FastRedisReader
-
-    reader: FeatureReader = FastRedisReader.from_topology(topology, settings, manifest)
-    return reader

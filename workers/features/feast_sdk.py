@@ -1,176 +1,32 @@
-"""Feast set-up and the Feast-SDK feature reader.
+"""The Feast-SDK feature reader: one ``get_online_features`` call per micro-batch.
 
-``setup_features`` fills the online store from the generated world (deterministic per seed).
-``FeastSdkReader`` answers one micro-batch with one ``get_online_features`` call.
-
-Where Redis lives comes from ``Settings`` only (``STREAMSCORE_REDIS_URL``,
-``STREAMSCORE_REDIS_PASSWORD``): the repository's ``feature_store.yaml`` is loaded and its
-``online_store.connection_string`` replaced, so the yaml's literal only serves hand-run feast CLI
-calls. (Feast 0.67 does run ``os.path.expandvars`` over the yaml, but an unset variable stays a
-literal ``${...}``, and a second Redis knob would be a second way to configure one thing.)
-
-Feast is imported lazily: importing it costs seconds, and most of the worker does not need it.
+Where Redis lives comes from ``Settings`` only (``workers/features/feast_repo.py``). Feast is
+imported lazily: importing it costs seconds, and most of the worker does not need it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from examples.fraud import datagen
 from workers.events import BoolArray, ObjArray, OnlineFeatures
-from workers.features.base import FeatureDefaults
+from workers.features.base import FeatureDefaults, FeatureStoreError, StalePolicy
+from workers.features.feast_repo import redis_unreachable, repo_config
 from workers.model.manifest import ModelManifest
 from workers.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-    from feast.repo_config import RepoConfig
 
-log = logging.getLogger("streamscore.featurestore")
-
-FEATURE_DEFINITIONS = "features.py"
-DATA_DIR = "data"
-# Short socket timeouts: a reader that cannot reach Redis must fall back to defaults within a
-# batch's budget, not hang. Setup uses the same string; its operations are small per command.
-REDIS_CONNECT_TIMEOUT_S = 0.5
-REDIS_SOCKET_TIMEOUT_S = 2.0
-
-
-class FeatureStoreError(RuntimeError):
-    """Set-up or reader construction failed; the message says what to do."""
-
-
-# ---- configuration ------------------------------------------------------------------------
-
-
-def redis_connection_string(settings: Settings) -> str:
-    """Feast's Redis connection string (``host:port,db=N[,password=..][,ssl=true],...``)."""
-    u = urlparse(settings.redis_url)
-    host, port = settings.redis_host_port
-    parts = [f"{host}:{port}", f"db={settings.redis_db}"]
-    password = (
-        settings.redis_password.get_secret_value()
-        if settings.redis_password is not None
-        else (unquote(u.password) if u.password else None)
-    )
-    if password:
-        if "," in password or "=" in password:
-            # Feast splits the string on ',' and '='; such a password cannot be expressed.
-            raise FeatureStoreError("Redis password contains ',' or '=', which Feast's connection string cannot carry")
-        parts.append(f"password={password}")
-    if u.scheme == "rediss":
-        parts.append("ssl=true")
-    parts += [f"socket_connect_timeout={REDIS_CONNECT_TIMEOUT_S}", f"socket_timeout={REDIS_SOCKET_TIMEOUT_S}"]
-    return ",".join(parts)
-
-
-def repo_config(repo_path: Path, settings: Settings) -> RepoConfig:
-    """``feature_store.yaml`` of ``repo_path`` with the online store pointed per ``settings``."""
-    from feast.repo_config import load_repo_config
-
-    repo_path = Path(repo_path).resolve()
-    yaml_path = repo_path / "feature_store.yaml"
-    if not yaml_path.is_file():
-        raise FeatureStoreError(f"{yaml_path} does not exist — is {repo_path} the Feast repository?")
-    cfg = load_repo_config(repo_path, yaml_path)
-    if getattr(cfg.online_store, "type", None) != "redis":
-        raise FeatureStoreError(f"{yaml_path}: online_store.type must be redis")
-    cfg.online_store.connection_string = redis_connection_string(settings)
-    return cfg
-
-
-def _redis_unreachable(settings: Settings) -> str:
-    host, port = settings.redis_host_port
-    return f"Redis at {host}:{port} did not answer — is `streamscore dev up` running?"
-
-
-def _ping_redis(settings: Settings, timeout_s: float = 2.0) -> None:
-    import redis
-
-    pw = settings.redis_password.get_secret_value() if settings.redis_password is not None else None
-    client = redis.Redis.from_url(
-        settings.redis_url, password=pw, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-    )
-    try:
-        client.ping()
-    except redis.exceptions.AuthenticationError as e:
-        raise FeatureStoreError(f"Redis at {settings.redis_url} refused the credentials: {e}") from e
-    except (redis.exceptions.RedisError, OSError) as e:
-        raise FeatureStoreError(f"{_redis_unreachable(settings)} ({e})") from e
-    finally:
-        client.close()
-
-
-def _load_definitions(repo_path: Path) -> ModuleType:
-    path = repo_path / FEATURE_DEFINITIONS
-    spec = importlib.util.spec_from_file_location("streamscore_feature_repo", path)
-    if spec is None or spec.loader is None:
-        raise FeatureStoreError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# ---- set-up --------------------------------------------------------------------------------
-
-
-def setup_features(settings: Settings, seed: int = 7) -> None:
-    """Generate the world, write the offline parquet, ``apply`` the repo, materialize to Redis.
-
-    Idempotent: re-running rewrites the same values with a newer timestamp. Raises
-    ``FeatureStoreError`` with what to do when Redis is unreachable or the repo is broken.
-    """
-    from feast import FeatureStore
-
-    t0 = time.perf_counter()
-    repo = Path(settings.feature_repo).resolve()
-    cfg = repo_config(repo, settings)
-    _ping_redis(settings)
-
-    world = datagen.generate(seed)
-    # Whole seconds: Feast stores second+nanos, and a round stamp makes re-runs easy to compare.
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    datagen.write_offline(world, repo / DATA_DIR, now)
-    t_data = time.perf_counter()
-
-    definitions = _load_definitions(repo)
-    objects = getattr(definitions, "OBJECTS", None)
-    if not objects:
-        raise FeatureStoreError(f"{repo / FEATURE_DEFINITIONS} defines no OBJECTS list to apply")
-    store = FeatureStore(repo_path=str(repo), config=cfg)
-    store.apply(objects)
-    t_apply = time.perf_counter()
-    longest_ttl = max((fv.ttl for fv in store.list_feature_views() if fv.ttl), default=timedelta(days=1))
-    try:
-        store.materialize(start_date=now - longest_ttl - timedelta(hours=1), end_date=now + timedelta(seconds=1))
-    except Exception as e:
-        import redis
-
-        if isinstance(e, (redis.exceptions.RedisError, OSError)):
-            raise FeatureStoreError(f"{_redis_unreachable(settings)} ({e})") from e
-        raise
-    log.info(
-        "features set up: %d cards, %d merchants; data %.1fs, apply %.1fs, materialize %.1fs",
-        len(world.cards), len(world.merchants), t_data - t0, t_apply - t_data, time.perf_counter() - t_apply,
-    )
-
-
-# ---- reader --------------------------------------------------------------------------------
-
-StalePolicy = Literal["default", "keep"]
+log = logging.getLogger("streamscore.feast_sdk")
 
 
 @dataclass(frozen=True)
@@ -322,7 +178,7 @@ class FeastSdkReader:
             if not self._is_connection_error(e):
                 raise
             self._down_until = time.monotonic() + self._retry_after_s
-            self.last_error = f"{_redis_unreachable(self._settings)} ({type(e).__name__}: {e})"
+            self.last_error = f"{redis_unreachable(self._settings)} ({type(e).__name__}: {e})"
             log.warning("%s; serving defaults for %.0f ms", self.last_error, self._retry_after_s * 1000.0)
             return self._all_defaults(n, degraded=True, t0=t0)
         self.last_error = None

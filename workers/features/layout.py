@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from workers.features.wire import IntpArray, NumericLayout, check_wire_tags
-from workers.features.feast_sdk import FeatureStoreError, repo_config
+from workers.features.base import FeatureStoreError
+from workers.features.feast_repo import repo_config
 from workers.model.manifest import ModelManifest
 from workers.settings import Settings
 

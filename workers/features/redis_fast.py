@@ -58,7 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from workers.events import BoolArray, F32Array, F64Array, ObjArray, OnlineFeatures
-from workers.features.base import FeatureDefaults
+from workers.features.base import FeatureDefaults, FeatureStoreError, StalePolicy
 from workers.features.layout import GroupPlan, plan_groups
 from workers.features.wire import (
     CELL_WIDTH,
@@ -75,7 +75,6 @@ from workers.features.wire import (
     slow_number,
     slow_timestamp,
 )
-from workers.features.feast_sdk import FeatureStoreError, StalePolicy
 from workers.model.manifest import ModelManifest
 from workers.settings import Settings, get_settings
 
@@ -369,6 +368,7 @@ class FastRedisReader:
     @classmethod
     def from_topology(cls, topology: Topology, settings: Settings, manifest: ModelManifest) -> FastRedisReader:
         spec = topology.features
+        assert spec is not None  # the factory hands out NoFeatures otherwise
         return cls(
             settings.feature_repo, spec.feature_service, manifest, settings=settings,
             timeout_ms=spec.timeout_ms, cache_ttl_ms=spec.cache_ttl_ms,

@@ -302,7 +302,7 @@ def slow_timestamp(raw: bytes | None) -> float:
 
 def check_wire_tags() -> None:
     """Fail loudly, at start-up, if Feast's ``Value`` or protobuf's ``Timestamp`` moved a tag."""
-    from workers.features.feast_sdk import FeatureStoreError
+    from workers.features.base import FeatureStoreError
 
     value_cls, ts_cls = _protos()
     wire_type = {1: 1, 2: 5, 3: 0, 5: 0, 8: 0, 9: 2}  # descriptor field type -> wire type

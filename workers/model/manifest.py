@@ -1,10 +1,14 @@
 """Model manifests: what a model expects, read from ``<models_dir>/<name>/<version>/manifest.json``.
 
-The manifest is the contract between training and serving: the input columns in order
-(``feature_order``), which online features the reader must fetch and in which order
-(``online_numeric``, ``online_strings``, as ``"view:feature"`` refs), the value to use when a
-feature is missing (``defaults``: population medians of the training data, ``""`` for strings),
-the decision thresholds, and a sha256 of the ONNX file so that a swapped file is caught at load.
+The manifest is the contract between training and serving, and a model carries it with itself:
+its input spec (``inputs``, ``workers/model/inputs.py``: event fields, online features and derived
+columns, in the order of the model's input matrix, ``feature_order``), which online features the
+reader must fetch and in which order (``online_numeric``, ``online_strings``, as
+``"view:feature"`` refs, from ``feature_service``), the value to use when a feature is missing
+(``defaults``: population medians of the training data, ``""`` for strings), which output to read
+and what it means (``output``: one probability, or class probabilities with their labels), named
+score thresholds calibrated in training, metrics, how it was trained, and a sha256 of the ONNX
+file so that a swapped file is caught at load. Format 2 (``"format": 2``).
 
 Loading is strict: unknown or missing keys, wrong types and a checksum mismatch are errors that
 name the file and the key.
@@ -17,13 +21,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from workers.model.inputs import InputSpec, InputSpecError
 
 MANIFEST_FILE = "manifest.json"
 
 
 class ManifestError(ValueError):
     """A manifest could not be loaded; the message names the file and what to fix."""
+
+
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -35,27 +44,26 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Score cut-offs: ``score >= decline`` → decline, ``>= review`` → review, else approve."""
+class OutputSpec:
+    """Which model output the worker reads and what it means.
 
-    review: float
-    decline: float
+    ``probability``: one score per row, column ``column`` of the output (``[n, 1]`` sigmoid: 0;
+    ``[n, 2]`` class probabilities of a binary classifier: 1). ``classes``: one probability per
+    class, ``labels`` in column order; the verdict comes from the topology's class -> verdict map.
+    """
 
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: Literal["probability", "classes"] = "probability"
+    column: int = 0
+    labels: tuple[str, ...] = ()
+    meaning: str = ""
 
-@dataclass(frozen=True)
-class Metrics:
-    heldout_auc: float
-    heldout_rows: int
-    train_rows: int
-    fraud_rate: float
-
-
-@dataclass(frozen=True)
-class TrainingInfo:
-    seed: int
-    script: str
-    hidden_layers: tuple[int, ...]
-    sklearn_version: str
+    @property
+    def width(self) -> int:
+        w = self.shape[1] if len(self.shape) == 2 else 1
+        return w if w > 0 else (len(self.labels) if self.kind == "classes" else self.column + 1)
 
 
 @dataclass(frozen=True)
@@ -67,21 +75,25 @@ class ModelManifest:
     file: str
     sha256: str
     input: TensorSpec
-    output: TensorSpec
-    feature_order: tuple[str, ...]
+    output: OutputSpec
+    inputs: InputSpec
     online_numeric: tuple[str, ...]
     online_strings: tuple[str, ...]
-    feature_service: str
+    feature_service: str | None
     defaults: Mapping[str, float | str]
-    thresholds: Thresholds
-    metrics: Metrics
-    training: TrainingInfo
+    thresholds: Mapping[str, float]  # named score cut-offs (e.g. review, decline) the topology may use
+    metrics: Mapping[str, float | int]
+    training: Mapping[str, Any]
     directory: Path = Path(".")  # where manifest.json was read from; not serialized
     variant: Mapping[str, Any] | None = None  # quantized/fp16 variants: how made, base sha, AUCs
 
     @property
     def model_path(self) -> Path:
         return self.directory / self.file
+
+    @property
+    def feature_order(self) -> tuple[str, ...]:
+        return self.inputs.columns
 
     @property
     def n_features(self) -> int:
@@ -91,20 +103,45 @@ class ModelManifest:
         """Defaults of ``online_numeric``, in that order (what a reader fills for a missing row)."""
         return [float(self.defaults[r]) for r in self.online_numeric]
 
+    def metric(self, key: str) -> float:
+        v = self.metrics.get(key)
+        if v is None:
+            raise ManifestError(f"{self.directory / MANIFEST_FILE}: `metrics.{key}` is not recorded")
+        return float(v)
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("directory")
-        if d.get("variant") is None:
-            d.pop("variant", None)
-        else:
-            d["variant"] = dict(d["variant"])
-        d["defaults"] = dict(self.defaults)
-        for k in ("input", "output"):
-            d[k]["shape"] = list(d[k]["shape"])
-        d["training"]["hidden_layers"] = list(d["training"]["hidden_layers"])
-        for k in ("feature_order", "online_numeric", "online_strings"):
-            d[k] = list(d[k])
-        return d
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "file": self.file,
+            "sha256": self.sha256,
+            "input": {**asdict(self.input), "shape": list(self.input.shape)},
+            "output": _output_dict(self.output),
+            "inputs": self.inputs.to_list(),
+            "feature_order": list(self.feature_order),
+            "online_numeric": list(self.online_numeric),
+            "online_strings": list(self.online_strings),
+            "feature_service": self.feature_service,
+            "defaults": dict(self.defaults),
+            "thresholds": dict(self.thresholds),
+            "metrics": dict(self.metrics),
+            "training": dict(self.training),
+        }
+        if self.variant is not None:
+            out["variant"] = dict(self.variant)
+        return out
+
+
+def _output_dict(o: OutputSpec) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": o.name, "shape": list(o.shape), "dtype": o.dtype, "kind": o.kind}
+    if o.kind == "probability":
+        d["column"] = o.column
+    else:
+        d["labels"] = list(o.labels)
+    if o.meaning:
+        d["meaning"] = o.meaning
+    return d
 
 
 def sha256_file(path: Path) -> str:
@@ -181,23 +218,72 @@ def _tensor(src: Path, where: str, obj: Any) -> TensorSpec:
     )
 
 
+def _output(src: Path, obj: Any) -> OutputSpec:
+    d = _keys(src, "output", obj, {"name", "shape", "dtype"}, frozenset({"kind", "column", "labels", "meaning"}))
+    kind = _typed(src, "output.kind", d.get("kind", "probability"), str)
+    if kind not in ("probability", "classes"):
+        raise ManifestError(f"{src}: `output.kind` must be probability or classes, got {kind!r}")
+    shape = _int_list(src, "output.shape", d["shape"])
+    if len(shape) not in (1, 2):
+        raise ManifestError(f"{src}: `output.shape` must be [n] or [n, k], got {list(shape)}")
+    labels = _str_list(src, "output.labels", d["labels"]) if "labels" in d else ()
+    column = int(_typed(src, "output.column", d.get("column", 0), int))
+    width = shape[1] if len(shape) == 2 else 1
+    if kind == "classes":
+        if len(labels) < 2 or "column" in d:
+            raise ManifestError(f"{src}: a `classes` output lists its `labels` (2 or more, in column order) "
+                                "and has no `column`")
+        if width > 0 and width != len(labels):
+            raise ManifestError(f"{src}: output has {width} columns but {len(labels)} labels")
+    else:
+        if labels:
+            raise ManifestError(f"{src}: `output.labels` belong to kind classes; a probability output names its `column`")
+        if column < 0 or (width > 0 and column >= width):
+            raise ManifestError(f"{src}: `output.column` {column} is outside the output's {width} columns")
+    return OutputSpec(
+        name=_typed(src, "output.name", d["name"], str), shape=shape,
+        dtype=_typed(src, "output.dtype", d["dtype"], str), kind=kind,
+        column=column, labels=labels, meaning=_typed(src, "output.meaning", d.get("meaning", ""), str),
+    )
+
+
 _TOP = {
-    "name", "version", "file", "sha256", "input", "output", "feature_order", "online_numeric",
-    "online_strings", "feature_service", "defaults", "thresholds", "metrics", "training",
+    "format", "name", "version", "file", "sha256", "input", "output", "inputs", "online_numeric",
+    "online_strings", "defaults",
 }
+_OPTIONAL = frozenset({"feature_order", "feature_service", "thresholds", "metrics", "training", "variant"})
 
 
 def parse_manifest(raw: Any, src: Path) -> ModelManifest:
     """Validate decoded JSON into a manifest (``src`` is only used in messages and for paths)."""
-    d = _keys(src, "manifest", raw, _TOP, frozenset({"variant"}))
+    if isinstance(raw, dict) and "format" not in raw and "feature_order" in raw:
+        raise ManifestError(
+            f"{src}: a manifest of the first format (no `format`, no `inputs`): write it again with "
+            "`streamscore model register` (or retrain), which records the model's input spec"
+        )
+    d = _keys(src, "manifest", raw, _TOP, _OPTIONAL)
+    if d["format"] != FORMAT:
+        raise ManifestError(f"{src}: manifest format {d['format']!r} is not supported (this worker reads {FORMAT})")
     num = (float, int)
-    feature_order = _str_list(src, "feature_order", d["feature_order"])
+    try:
+        inputs = InputSpec.parse(d["inputs"], where=f"{src}: inputs")
+    except InputSpecError as e:
+        raise ManifestError(str(e)) from None
+    if "feature_order" in d and tuple(_str_list(src, "feature_order", d["feature_order"])) != inputs.columns:
+        raise ManifestError(f"{src}: `feature_order` does not match the columns the `inputs` make")
     online_numeric = _str_list(src, "online_numeric", d["online_numeric"])
     online_strings = _str_list(src, "online_strings", d["online_strings"])
     for where, refs in (("online_numeric", online_numeric), ("online_strings", online_strings)):
         for r in refs:
             if r.count(":") != 1:
                 raise ManifestError(f"{src}: `{where}` entry {r!r} is not a 'view:feature' ref")
+    for where, have, need in (("online_numeric", online_numeric, inputs.online_numeric),
+                              ("online_strings", online_strings, inputs.online_strings)):
+        if set(have) != set(need):
+            raise ManifestError(
+                f"{src}: `{where}` must list exactly the online features the inputs read: "
+                f"missing {sorted(set(need) - set(have))}, not read {sorted(set(have) - set(need))}"
+            )
     defaults_raw = _typed(src, "defaults", d["defaults"], dict)
     defaults: dict[str, float | str] = {}
     for ref in online_numeric:
@@ -211,46 +297,37 @@ def parse_manifest(raw: Any, src: Path) -> ModelManifest:
     extra = sorted(set(defaults_raw) - set(defaults))
     if extra:
         raise ManifestError(f"{src}: `defaults` names features not in online_numeric/online_strings: {extra}")
+    if (online_numeric or online_strings) and not d.get("feature_service"):
+        raise ManifestError(f"{src}: the inputs read online features: name the `feature_service` that serves them")
 
     inp = _tensor(src, "input", d["input"])
-    if len(inp.shape) != 2 or inp.shape[1] != len(feature_order):
+    if len(inp.shape) != 2 or inp.shape[1] != len(inputs.columns):
         raise ManifestError(
-            f"{src}: `input.shape` {list(inp.shape)} does not match {len(feature_order)} entries of feature_order"
+            f"{src}: `input.shape` {list(inp.shape)} does not match the {len(inputs.columns)} columns the inputs make"
         )
-    th = _keys(src, "thresholds", d["thresholds"], {"review", "decline"})
-    thresholds = Thresholds(
-        review=float(_typed(src, "thresholds.review", th["review"], num)),
-        decline=float(_typed(src, "thresholds.decline", th["decline"], num)),
-    )
-    if not 0.0 <= thresholds.review <= thresholds.decline <= 1.0:
-        raise ManifestError(f"{src}: thresholds must satisfy 0 <= review <= decline <= 1, got {th}")
-    me = _keys(src, "metrics", d["metrics"], {"heldout_auc", "heldout_rows", "train_rows", "fraud_rate"})
-    tr = _keys(src, "training", d["training"], {"seed", "script", "hidden_layers", "sklearn_version"})
+    th = _typed(src, "thresholds", d.get("thresholds", {}), dict)
+    thresholds = {str(k): float(_typed(src, f"thresholds.{k}", v, num)) for k, v in th.items()}
+    for k, v in thresholds.items():
+        if not 0.0 <= v <= 1.0:
+            raise ManifestError(f"{src}: `thresholds.{k}` = {v} is not a probability in [0, 1]")
+    me = _typed(src, "metrics", d.get("metrics", {}), dict)
+    metrics = {str(k): _typed(src, f"metrics.{k}", v, num) for k, v in me.items()}
+    fs = d.get("feature_service")
     return ModelManifest(
         name=_typed(src, "name", d["name"], str),
         version=int(_typed(src, "version", d["version"], int)),
         file=_typed(src, "file", d["file"], str),
         sha256=_typed(src, "sha256", d["sha256"], str),
         input=inp,
-        output=_tensor(src, "output", d["output"]),
-        feature_order=feature_order,
+        output=_output(src, d["output"]),
+        inputs=inputs,
         online_numeric=online_numeric,
         online_strings=online_strings,
-        feature_service=_typed(src, "feature_service", d["feature_service"], str),
+        feature_service=_typed(src, "feature_service", fs, str) if fs is not None else None,
         defaults=defaults,
         thresholds=thresholds,
-        metrics=Metrics(
-            heldout_auc=float(_typed(src, "metrics.heldout_auc", me["heldout_auc"], num)),
-            heldout_rows=int(_typed(src, "metrics.heldout_rows", me["heldout_rows"], int)),
-            train_rows=int(_typed(src, "metrics.train_rows", me["train_rows"], int)),
-            fraud_rate=float(_typed(src, "metrics.fraud_rate", me["fraud_rate"], num)),
-        ),
-        training=TrainingInfo(
-            seed=int(_typed(src, "training.seed", tr["seed"], int)),
-            script=_typed(src, "training.script", tr["script"], str),
-            hidden_layers=_int_list(src, "training.hidden_layers", tr["hidden_layers"]),
-            sklearn_version=_typed(src, "training.sklearn_version", tr["sklearn_version"], str),
-        ),
+        metrics=metrics,
+        training=_typed(src, "training", d.get("training", {}), dict),
         directory=src.parent,
         variant=_typed(src, "variant", d["variant"], dict) if "variant" in d else None,
     )
@@ -274,7 +351,8 @@ def load_manifest(
             f"{variant} variant, or set model.variant: fp32"
         )
     if not path.is_file():
-        hint = "run `streamscore model train`" if name == "fraud_mlp" else "check the model name and version"
+        hint = ("check the model name and version; `streamscore model train SPEC` or "
+                "`streamscore model register` write one")
         raise ManifestError(f"{path}: no such manifest — {hint}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))

@@ -17,9 +17,10 @@ From ``<models>/<name>/<version>/model.onnx`` (its manifest must verify) this wr
 
 and next to each a ``manifest.<variant>.json``: the fp32 manifest with ``file``, ``sha256`` and
 ``metrics.heldout_auc`` of the variant, plus a ``variant`` object recording the fp32 AUC on the same
-rows, the drop and the limit. The held-out set is regenerated exactly as ``workers/model/train.py``
-builds it (same seed, same world, same ``featurize.assemble``, the last rows in time after
-``train_rows``); its fp32 AUC must reproduce the manifest's, or nothing is written.
+rows, the drop and the limit. The held-out set is regenerated from the training spec the manifest
+records (``training.spec``: same dataset, same seed, the same input ``Assembler``, the last rows in
+time after ``train_rows``); its fp32 AUC must reproduce the manifest's, or nothing is written.
+Tree ensembles are refused: they have nothing to quantize.
 
 A variant whose AUC is more than ``--max-auc-drop`` (default 0.005) below fp32 is refused: its file
 is not written (an earlier one is left as it was), and the command exits 2. Same inputs give
@@ -42,8 +43,6 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from examples.fraud import datagen
-from workers.model import featurize
 from workers.events import F32Array
 from workers.model.manifest import ManifestError, ModelManifest, load_manifest, sha256_file
 
@@ -65,31 +64,40 @@ class QuantizeError(RuntimeError):
 
 
 def heldout(manifest: ModelManifest) -> tuple[F32Array, BoolArray, F32Array]:
-    """``(x_heldout, y_heldout, x_train)`` regenerated as ``workers/model/train.py`` built them."""
-    from workers.model.train import online_features_at_txn_time
+    """``(x_heldout, y_heldout, x_train)`` regenerated from the training spec the manifest names."""
+    from workers.model.train import load_train_spec, training_matrix
+    from workers.settings import PROJECT_ROOT, get_settings
 
-    n_txns = manifest.metrics.train_rows + manifest.metrics.heldout_rows
-    world = datagen.generate(manifest.training.seed, n_txns=n_txns)
-    tx = world.transactions
-    if len(tx) != n_txns:
-        raise QuantizeError(f"regenerated {len(tx)} transactions, the manifest implies {n_txns}")
-    layout = featurize.Layout(manifest.feature_order, manifest.online_numeric)
-    online = online_features_at_txn_time(world, tx, manifest.online_numeric, manifest.online_strings)
-    x = featurize.assemble(featurize.Columns.from_mapping(tx), online, layout)
-    y = tx["is_fraud"].to_numpy(dtype=bool)
-    n_train = manifest.metrics.train_rows
+    spec_path = manifest.training.get("spec")
+    if not spec_path:
+        raise QuantizeError(f"model {manifest.name} v{manifest.version} records no training spec "
+                            "(`training.spec`): its held-out rows cannot be regenerated")
+    spec = load_train_spec(PROJECT_ROOT / str(spec_path))
+    _, x, y, n_train, _ = training_matrix(spec, manifest.inputs, get_settings())
+    if n_train != int(manifest.metric("train_rows")) or len(y) - n_train != int(manifest.metric("heldout_rows")):
+        raise QuantizeError(f"the regenerated training set has {n_train} + {len(y) - n_train} rows, the manifest "
+                            f"says {manifest.metric('train_rows'):.0f} + {manifest.metric('heldout_rows'):.0f}")
     return x[n_train:], y[n_train:], x[:n_train]
 
 
-def scores(model: Path, x: F32Array) -> npt.NDArray[np.float32]:
-    """Scores [n] from ONNX Runtime's CPU provider; a float16 input gets x cast to float16."""
+def check_quantizable(manifest: ModelManifest) -> None:
+    ops = {n.op_type for n in onnx.load(str(manifest.model_path)).graph.node}
+    trees = sorted(o for o in ops if o.startswith("TreeEnsemble"))
+    if trees:
+        raise QuantizeError(f"model {manifest.name} v{manifest.version} is a tree ensemble ({trees[0]}): "
+                            "its thresholds and leaf values have nothing to gain from int8 or fp16")
+
+
+def scores(model: Path, x: F32Array, output: str, column: int) -> npt.NDArray[np.float32]:
+    """Scores [n] (column ``column`` of ``output``) from ONNX Runtime's CPU provider; a float16
+    input gets x cast to float16."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     feed = x.astype(np.float16) if inp.type == "tensor(float16)" else x
-    out = sess.run(None, {inp.name: feed})[0]
-    return np.asarray(out, dtype=np.float32).reshape(-1)
+    out = np.asarray(sess.run([output], {inp.name: feed})[0], dtype=np.float32)
+    return out.reshape(out.shape[0], -1)[:, column]
 
 
 def auc(y: BoolArray, s: npt.NDArray[np.floating[Any]]) -> float:
@@ -188,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     from workers.settings import get_settings
 
     ap = argparse.ArgumentParser(prog="streamscore model quantize", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--name", default="fraud_mlp")
-    ap.add_argument("--version", default="1")
+    ap.add_argument("--name", default="fraud_mlp", help="model name (default fraud_mlp)")
+    ap.add_argument("--version", default="1", help="model version (default 1)")
     ap.add_argument("--models-dir", type=Path, default=None, help="default: settings.models_dir")
     ap.add_argument("--variants", default="int8,fp16", help="comma-separated: int8, fp16")
     ap.add_argument("--max-auc-drop", type=float, default=DEFAULT_MAX_AUC_DROP,
@@ -206,21 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     models_dir: Path = args.models_dir or get_settings().models_dir
     try:
         manifest = load_manifest(models_dir, args.name, args.version)
+        check_quantizable(manifest)
         x_ho, y_ho, x_train = heldout(manifest)
-        fp32_auc = auc(y_ho, scores(manifest.model_path, x_ho))
-        if abs(fp32_auc - manifest.metrics.heldout_auc) > REPRODUCE_TOLERANCE:
+        out_name, out_col = manifest.output.name, manifest.output.column
+        fp32_auc = auc(y_ho, scores(manifest.model_path, x_ho, out_name, out_col))
+        if abs(fp32_auc - manifest.metric("heldout_auc")) > REPRODUCE_TOLERANCE:
             raise QuantizeError(
                 f"the regenerated held-out set gives fp32 AUC {fp32_auc:.6f}, the manifest says "
-                f"{manifest.metrics.heldout_auc:.6f}: datagen or featurize changed since training — "
-                "re-train with `streamscore model train`, then quantize"
+                f"{manifest.metric('heldout_auc'):.6f}: the data generator or the input spec changed "
+                "since training — re-train with `streamscore model train SPEC`, then quantize"
             )
-    except (ManifestError, QuantizeError) as exc:
+    except (ManifestError, QuantizeError, ValueError) as exc:
         print(f"quantize: {exc}", file=sys.stderr)
         return 1
     print(f"fp32  held-out AUC {fp32_auc:.6f} on {len(y_ho)} rows ({manifest.model_path})")
 
     refused = 0
-    rng = np.random.default_rng(manifest.training.seed)
+    rng = np.random.default_rng(int(manifest.training.get("seed", 7)))
     n_cal = min(args.calibration_rows, len(x_train))
     calibration = x_train[np.sort(rng.choice(len(x_train), n_cal, replace=False))]
     directory = manifest.model_path.parent
@@ -236,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 convert_fp16(manifest.model_path, candidate, args.fp16_io)
                 method = "onnxruntime convert_float_to_float16, standardization kept float32" + (
                     ", float16 input" if args.fp16_io else ", float32 interface")
-            v_auc = auc(y_ho, scores(candidate, x_ho))
+            v_auc = auc(y_ho, scores(candidate, x_ho, out_name, out_col))
             drop = fp32_auc - v_auc
             if drop > args.max_auc_drop:
                 print(

@@ -1,39 +1,61 @@
-"""Decide stage: scores -> verdicts by the topology's policy -> decision records (orjson bytes).
+"""Decide stage: model outputs -> verdicts, reasons and hard rules from the topology -> decision
+records (orjson bytes).
 
-Verdicts are computed per batch with numpy. Reasons are a handful of vectorized rules over the
-model's input columns (named by the manifest), so every decision says *why* in words an analyst
-reads, without a per-row explainer. Rows without a usable score (deadline passed, engine failure,
-non-finite features) get the policy's ``fallback_verdict`` and a ``fallback:<why>`` flag: every
-event gets exactly one decision.
+Everything here is declared in the topology's ``decision`` section and computed per batch with
+numpy: verdict bands over a score (or a class -> verdict map for class-probability models), reason
+rules ``{code, input|field, op, value}`` over the model's inputs or the event's fields, and hard
+rules that override the model's verdict (``at_least`` / ``exactly``), named in the decision that
+they touched. Rows without a usable output (deadline passed, engine failure, non-finite features)
+get ``fallback_verdict`` and a ``fallback:<why>`` flag: every event gets exactly one decision.
+
+A decision record (``<schema>.v<version>``)::
+
+    {"schema": "decision.v1", "model": {...}, "stage": "<topology id>", "timings_ms": {...},
+     <echoed event fields>, "score": 0.93, ["class": "<label>",] "verdict": "decline",
+     "reasons": [...], "flags": [...], "rules": [...], "decided_at_ms": ..., "source": {...}}
 """
 
 from __future__ import annotations
 
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from workers.events import EventBatch, OnlineFeatures
-from workers.topology import PolicySpec
+from workers.events import BoolArray, EventBatch, F32Array, OnlineFeatures
+from workers.model.manifest import OutputSpec
+from workers.schema import KAFKA_KEY, EventSchema
+from workers.topology import ConditionSpec, DecisionSpec
 
-SCHEMA = "decision.v1"
-VERDICTS = ("approve", "review", "decline")
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne,
+}
 
-# (reason code, model input column, threshold): the reason fires when column > threshold.
-REASON_RULES: tuple[tuple[str, str, float], ...] = (
-    ("amount_far_above_card_usual", "event:amount_to_card_avg", 3.0),
-    ("country_differs_from_home", "event:country_mismatch", 0.5),
-    ("new_device", "event:device_mismatch", 0.5),
-    ("risky_merchant", "merchant_risk:fraud_rate", 0.02),
-    ("night_time", "event:is_night", 0.5),
-    ("high_velocity_10m", "card_velocity:txn_count_10m", 3.0),
-    ("high_velocity_1h", "card_velocity:txn_count_1h", 8.0),
-    ("many_merchants_1d", "card_velocity:distinct_merchants_1d", 6.0),
-)
+
+class DecisionError(ValueError):
+    """The decision section does not fit the model; the message names what to change."""
+
+
+class DecisionModel(Protocol):
+    """What decide needs of a model: ``ModelManifest`` satisfies it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def output(self) -> OutputSpec: ...
+    @property
+    def thresholds(self) -> Mapping[str, float]: ...
+    @property
+    def feature_order(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -52,61 +74,188 @@ class Decided:
     fallbacks: int
 
 
+class _Condition:
+    """A condition compiled against the model's input columns and the event schema."""
+
+    def __init__(self, c: ConditionSpec, columns: Sequence[str], schema: EventSchema, where: str) -> None:
+        self._op = _OPS[c.op]
+        self._value = c.value
+        self._col: int | None = None
+        self._field: str | None = None
+        if c.input is not None:
+            if c.input not in columns:
+                raise DecisionError(f"{where}: input {c.input!r} is not one of the model's inputs "
+                                    f"{list(columns)}; use `field:` for an event field")
+            if isinstance(c.value, str):
+                raise DecisionError(f"{where}: model inputs are numbers; compare {c.input!r} with a number")
+            self._col = columns.index(c.input)
+        else:
+            assert c.field is not None and schema.has_column(c.field)  # the topology checked it
+            self._field = c.field
+
+    def mask(self, batch: EventBatch, x: F32Array | None) -> BoolArray:
+        n = len(batch)
+        if self._col is not None:
+            if x is None or x.shape[0] != n:
+                return np.zeros(n, dtype=bool)
+            return np.asarray(self._op(x[:, self._col], self._value), dtype=bool)
+        assert self._field is not None
+        m = np.asarray(self._op(batch.column(self._field), self._value), dtype=bool)
+        nulls = batch.null_mask(self._field)
+        return m & ~nulls if nulls is not None else m
+
+
 class Decider:
     def __init__(
         self,
         stage: str,
-        policy: PolicySpec,
+        spec: DecisionSpec,
+        manifest: DecisionModel,
         model: ModelInfo,
-        feature_order: Sequence[str],
-        top_reasons: int = 3,
+        schema: EventSchema,
     ) -> None:
-        if policy.review_at is None or policy.decline_at is None:
-            raise ValueError("Decider needs a resolved policy (PolicySpec.resolved)")
-        self._review_at = policy.review_at
-        self._decline_at = policy.decline_at
+        self._spec = spec
+        self._verdicts = spec.verdicts
+        out = manifest.output
+        self._classes: list[str] | None = None
+        self._class_verdict: npt.NDArray[np.int8] | None = None
+        if out.kind == "classes":
+            if not spec.classes:
+                raise DecisionError(f"model {manifest.name} v{manifest.version} outputs class probabilities "
+                                    f"{list(out.labels)}: map each class to a verdict in decision.classes")
+            unmapped = [c for c in out.labels if c not in spec.classes]
+            unknown = [c for c in spec.classes if c not in out.labels]
+            if unmapped or unknown:
+                raise DecisionError(f"decision.classes must map exactly the model's classes {list(out.labels)}: "
+                                    f"unmapped {unmapped}, not classes of the model {unknown}")
+            self._classes = list(out.labels)
+            self._class_verdict = np.array([spec.verdicts.index(spec.classes[c]) for c in out.labels], np.int8)
+        elif spec.classes:
+            raise DecisionError(f"model {manifest.name} v{manifest.version} outputs one score: use decision.bands")
+        self._column = out.column
+        self._bands: list[tuple[float, int]] = []
+        for b in spec.bands:
+            t = b.from_
+            if isinstance(t, str):
+                if t not in manifest.thresholds:
+                    raise DecisionError(
+                        f"decision.bands: threshold {t!r} is not in model {manifest.name} v{manifest.version}'s "
+                        f"manifest (it has {sorted(manifest.thresholds)}); give a number or one of those")
+                t = manifest.thresholds[t]
+            self._bands.append((float(t), spec.verdicts.index(b.verdict)))
+        if [t for t, _ in self._bands] != sorted(t for t, _ in self._bands):
+            raise DecisionError(f"decision.bands: thresholds {[t for t, _ in self._bands]} (after taking the "
+                                "manifest's) must not decrease")
+        cols = manifest.feature_order
+        self._reasons = [(r.code, _Condition(r, cols, schema, f"decision.reasons.rules[{r.code}]"))
+                         for r in spec.reasons.rules]
+        self._top = spec.reasons.max
+        self._rules = [(r.name, _Condition(r.when, cols, schema, f"decision.rules[{r.name}]"),
+                        spec.verdicts.index(r.verdict), r.mode == "at_least") for r in spec.rules]
+        self._fallback_code = spec.verdicts.index(spec.fallback_verdict)
+        self._echo = list(spec.echo)
+        self._key = spec.key
         self._model_json = orjson.dumps({
             "name": model.name, "version": model.version,
             "variant": model.variant, "engine": model.engine,
         })
+        self._schema_json = orjson.dumps(spec.schema_.tag)
         self._stage_json = orjson.dumps(stage)
-        cols = {name: i for i, name in enumerate(feature_order)}
-        self._rules = [(code, cols[c], t) for code, c, t in REASON_RULES if c in cols]
-        self._top = top_reasons
-        self._fallback_code = VERDICTS.index(policy.fallback_verdict)
+        self._row_keys = (*self._echo, "score", *(("class",) if self._classes else ()), "verdict",
+                          "reasons", "flags", "rules", "decided_at_ms", "source")
 
-    def verdicts(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:
-        """0 approve, 1 review, 2 decline; NaN scores take the fallback verdict."""
-        v = np.zeros(scores.shape[0], dtype=np.int8)
-        v[scores >= self._review_at] = 1
-        v[scores >= self._decline_at] = 2
+    # ---- scores and verdicts -----------------------------------------------------------------
+    def head(self, out: F32Array) -> tuple[F32Array, npt.NDArray[np.intp] | None]:
+        """Engine output [n, k] -> (score per row, class index per row or None); NaN rows stay NaN."""
+        if self._classes is None:
+            return np.ascontiguousarray(out[:, self._column], dtype=np.float32), None
+        filled = np.where(np.isnan(out), -np.inf, out)
+        idx = np.argmax(filled, axis=1)
+        score = out[np.arange(out.shape[0]), idx].astype(np.float32)
+        return score, idx
+
+    def verdicts(self, scores: F32Array, classes: npt.NDArray[np.intp] | None = None) -> npt.NDArray[np.int8]:
+        """Index into ``verdicts`` per row; NaN scores take the fallback verdict."""
+        if classes is not None and self._class_verdict is not None:
+            v = self._class_verdict[classes].astype(np.int8)
+        else:
+            v = np.zeros(scores.shape[0], dtype=np.int8)
+            for t, rank in self._bands:
+                v[scores >= t] = rank
         v[np.isnan(scores)] = self._fallback_code
         return v
 
-    def _reasons(self, x: npt.NDArray[np.float32] | None, n: int) -> list[list[str]]:
-        out: list[list[str]] = [[] for _ in range(n)]
-        if x is None or not self._rules or x.shape[0] != n:
+    def _per_row(self, conditions: Sequence[tuple[str, _Condition]], batch: EventBatch,
+                 x: F32Array | None, cap: int) -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in range(len(batch))]
+        if cap <= 0:
             return out
-        # Per fired (rule, row) pair, not per row: most rows fire no rule.
-        for code, col, t in self._rules:
-            for i in np.flatnonzero(x[:, col] > t).tolist():
+        # Per fired (rule, row) pair, not per row: most rows fire few rules.
+        for code, cond in conditions:
+            for i in np.flatnonzero(cond.mask(batch, x)).tolist():
                 r = out[i]
-                if len(r) < self._top:
+                if len(r) < cap:
                     r.append(code)
         return out
+
+    def _apply_rules(self, v: npt.NDArray[np.int8], batch: EventBatch,
+                     x: F32Array | None) -> list[list[str]]:
+        fired: list[list[str]] = [[] for _ in range(len(batch))]
+        for name, cond, rank, at_least in self._rules:
+            m = cond.mask(batch, x)
+            if not m.any():
+                continue
+            if at_least:
+                v[m] = np.maximum(v[m], rank)
+            else:
+                v[m] = rank
+            for i in np.flatnonzero(m).tolist():
+                fired[i].append(name)
+        return fired
+
+    # ---- records -----------------------------------------------------------------------------
+    def _keys(self, batch: EventBatch) -> list[bytes | None]:
+        if self._key == KAFKA_KEY:
+            keys: list[bytes | None] = batch.key.tolist()
+            return keys
+        col = batch.column(self._key).tolist()
+        nulls = batch.null_mask(self._key)
+        out = [str(v).encode() if v is not None else None for v in col]
+        if nulls is not None:
+            for i in np.flatnonzero(nulls).tolist():
+                out[i] = None
+        return out
+
+    def _echo_lists(self, batch: EventBatch) -> list[list[Any]]:
+        cols = []
+        for path in self._echo:
+            vals: list[Any] = batch.column(path).tolist()
+            nulls = batch.null_mask(path)
+            if nulls is not None:
+                for i in np.flatnonzero(nulls).tolist():
+                    vals[i] = None
+            cols.append(vals)
+        return cols
 
     def decide(
         self,
         batch: EventBatch,
-        scores: npt.NDArray[np.float32],
-        x: npt.NDArray[np.float32] | None,
+        out: F32Array | None,
+        x: F32Array | None,
         features: OnlineFeatures | None,
         fallback_why: Sequence[str | None],
         timings_ms: dict[str, float],
     ) -> Decided:
+        """``out``: the engine's output [n, k] (NaN rows: no usable output); None: no row scored."""
         n = len(batch)
-        verdict = self.verdicts(scores)
-        reasons = self._reasons(x, n)
+        if out is None:
+            scores = np.full(n, np.nan, dtype=np.float32)
+            classes = None
+        else:
+            scores, classes = self.head(out)
+        verdict = self.verdicts(scores, classes)
+        rules = self._apply_rules(verdict, batch, x)
+        reasons = self._per_row(self._reasons, batch, x, self._top)
         flags_common: list[str] = []
         row_flags: list[list[str]] = [[] for _ in range(n)]
         if features is not None:
@@ -132,42 +281,36 @@ class Decider:
         score_list: list[float | None] = np.round(scores.astype(np.float64), 6).tolist()
         for i in np.flatnonzero(nan).tolist():
             score_list[i] = None
-        verdicts = [VERDICTS[v] for v in verdict.tolist()]
+        names = self._verdicts
+        verdicts = [names[v] for v in verdict.tolist()]
+        sources = [
+            {"topic": tp, "partition": pa, "offset": of, "timestamp_ms": ts}
+            for tp, pa, of, ts in zip(batch.topic.tolist(), batch.partition.tolist(),
+                                       batch.offset.tolist(), batch.kafka_ts_ms.tolist())
+        ]
+        cols: list[Sequence[Any]] = [*self._echo_lists(batch), score_list]
+        if self._classes is not None:
+            labels = self._classes
+            cls_list: list[str | None] = [labels[c] for c in (classes.tolist() if classes is not None else [0] * n)]
+            for i in np.flatnonzero(nan).tolist():
+                cls_list[i] = None
+            cols.append(cls_list)
+        cols += [verdicts, reasons, row_flags, rules, list(repeat(now_ms, n)), sources]
         # Fields equal for the whole batch are serialized once and spliced in front of each row.
         head = (
-            b'{"schema":"decision.v1","model":' + self._model_json
+            b'{"schema":' + self._schema_json + b',"model":' + self._model_json
             + b',"stage":' + self._stage_json
             + b',"timings_ms":' + orjson.dumps(timings_ms)[:-1]
             + (b',"in_worker":' if timings_ms else b'"in_worker":')
         )
         dumps = orjson.dumps
-        values = [
-            head + dumps(q) + b"}," + dumps(
-                {
-                    "event_id": eid,
-                    "card_id": cid,
-                    "merchant_id": mid,
-                    "score": sc,
-                    "verdict": vd,
-                    "reasons": rs,
-                    "flags": fl,
-                    "event_time_ms": et,
-                    "decided_at_ms": now_ms,
-                    "trace_id": tr,
-                    "source": {"topic": tp, "partition": pa, "offset": of, "timestamp_ms": ts},
-                }
-            )[1:]
-            for eid, cid, mid, sc, vd, rs, fl, et, tr, tp, pa, of, ts, q in zip(
-                batch.event_id.tolist(), batch.card_id.tolist(), batch.merchant_id.tolist(),
-                score_list, verdicts, reasons, row_flags, batch.event_time_ms.tolist(),
-                batch.trace_id.tolist(), batch.topic.tolist(), batch.partition.tolist(),
-                batch.offset.tolist(), batch.kafka_ts_ms.tolist(), in_worker,
-            )
-        ]
-        counts = np.bincount(verdict, minlength=3)
+        keys = self._row_keys
+        values = [head + dumps(q) + b"}," + dumps(dict(zip(keys, row)))[1:]
+                  for q, row in zip(in_worker, zip(*cols))]
+        counts = np.bincount(verdict, minlength=len(names))
         return Decided(
-            keys=batch.key.tolist(),
+            keys=self._keys(batch),
             values=values,
-            verdict_counts={VERDICTS[k]: int(counts[k]) for k in range(3)},
+            verdict_counts={names[k]: int(counts[k]) for k in range(len(names))},
             fallbacks=fallbacks,
         )

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
-from workers.events import EventBatch
-from workers.topology import EventSchema, FieldSpec
+from workers.events import BoolArray, EventBatch
+from workers.schema import EventSchema, FieldSpec, split_path
 
 
 class KafkaMessage(Protocol):
@@ -53,14 +54,26 @@ class _Rejected(Exception):
         self.detail = detail
 
 
+_STRING, _NUMBER, _INTEGER, _BOOLEAN = 0, 1, 2, 3
+_KINDS = {"string": _STRING, "number": _NUMBER, "integer": _INTEGER, "boolean": _BOOLEAN}
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
 def _check_field(name: str, spec: FieldSpec, v: object) -> object:
+    """The slow path: says exactly what is wrong with ``v``, or returns it (normalized)."""
     if spec.type == "string":
         if not isinstance(v, str):
             raise _Rejected(f"wrong_type:{name}", f"{name} must be a string, got {type(v).__name__}")
-        if not v:
+        if not v and not spec.allow_empty:
             raise _Rejected(f"empty:{name}", f"{name} must not be empty")
         if spec.max_length is not None and len(v) > spec.max_length:
             raise _Rejected(f"too_long:{name}", f"{name} longer than {spec.max_length} characters")
+        if spec.values is not None and v not in spec.values:
+            raise _Rejected(f"not_allowed:{name}", f"{name}={v[:64]!r} is not one of {list(spec.values)[:20]}")
+        return v
+    if spec.type == "boolean":
+        if not isinstance(v, bool):
+            raise _Rejected(f"wrong_type:{name}", f"{name} must be true or false, got {type(v).__name__}")
         return v
     # bool is an int subclass in Python; JSON true/false is never a number here.
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -75,31 +88,61 @@ def _check_field(name: str, spec: FieldSpec, v: object) -> object:
         raise _Rejected(f"out_of_range:{name}", f"{name}={v!r} is below the minimum {spec.min}")
     if spec.max is not None and v > spec.max:
         raise _Rejected(f"out_of_range:{name}", f"{name}={v!r} is above the maximum {spec.max}")
-    if spec.type == "integer" and not (-(2**63) <= int(v) < 2**63):
+    if spec.type == "integer" and not (_I64_MIN <= int(v) <= _I64_MAX):
         raise _Rejected(f"out_of_range:{name}", f"{name}={v!r} does not fit in 64 bits")
     return v
+
+
+def _nested(obj: dict[str, Any], path: tuple[str, ...], name: str) -> object:
+    """``obj[a][b]...`` for a dotted field path; None where a level is absent or null."""
+    v: Any = obj
+    for i, seg in enumerate(path):
+        if type(v) is not dict:
+            if v is None:
+                return None
+            where = ".".join(path[:i])
+            raise _Rejected(f"wrong_type:{where}", f"{where} must be an object (it holds {name}), "
+                                                   f"got {type(v).__name__}")
+        v = v.get(seg)
+    return v
+
+
+@dataclass(frozen=True)
+class _FieldPlan:
+    """One field's checks, precomputed so the common valid value costs two or three comparisons."""
+
+    name: str
+    path: tuple[str, ...] | None  # None: a top-level key
+    spec: FieldSpec
+    kind: int
+    min_len: int
+    max_len: int
+    lo: float
+    hi: float
+    values: frozenset[str] | None
+
+    @staticmethod
+    def of(name: str, f: FieldSpec) -> _FieldPlan:
+        inf = float("inf")
+        if f.type == "integer":
+            lo = max(f.min, _I64_MIN) if f.min is not None else _I64_MIN
+            hi = min(f.max, _I64_MAX) if f.max is not None else _I64_MAX
+        else:
+            lo = f.min if f.min is not None else -inf
+            hi = f.max if f.max is not None else inf
+        path = split_path(name)
+        return _FieldPlan(
+            name, path if len(path) > 1 else None, f, _KINDS[f.type], 0 if f.allow_empty else 1,
+            f.max_length if f.max_length is not None else 1 << 62, lo, hi,
+            frozenset(f.values) if f.values is not None else None,
+        )
 
 
 class Decoder:
     """Turns a list of messages into (EventBatch, dead letters), validating against the schema."""
 
     def __init__(self, schema: EventSchema, max_payload_bytes: int) -> None:
-        self._fields = list(schema.fields.items())
-        self._names = [n for n, _ in self._fields]
-        inf = float("inf")
-        # (name, spec, kind 0=string 1=number 2=integer, max_length, min, max); NaN never passes
-        # `lo <= v <= hi`, so non-finite values fall through to the slow path and are rejected.
-        self._plan = [
-            (
-                n, f, {"string": 0, "number": 1, "integer": 2}[f.type],
-                f.max_length if f.max_length is not None else 1 << 62,
-                max(f.min, -(2**63)) if f.type == "integer" and f.min is not None
-                else (-(2**63) if f.type == "integer" else (f.min if f.min is not None else -inf)),
-                min(f.max, 2**63 - 1) if f.type == "integer" and f.max is not None
-                else (2**63 - 1 if f.type == "integer" else (f.max if f.max is not None else inf)),
-            )
-            for n, f in self._fields
-        ]
+        self._plan = [_FieldPlan.of(n, f) for n, f in schema.fields.items()]
         self._max_payload = max_payload_bytes
 
     def _decode_one(self, raw: bytes | None) -> tuple[object, ...]:
@@ -122,26 +165,29 @@ class Decoder:
         out: list[object] = []
         get = obj.get
         # Fast path per field: the common valid case costs two or three checks; anything unusual
-        # goes to _check_field, which names the exact problem.
-        for name, spec, kind, max_len, lo, hi in self._plan:
-            v = get(name)
+        # goes to _check_field, which names the exact problem. NaN never passes `lo <= v <= hi`.
+        for p in self._plan:
+            v = get(p.name) if p.path is None else _nested(obj, p.path, p.name)
+            kind = p.kind
             if v is None:
-                if spec.required:
-                    raise _Rejected(f"missing_field:{name}", f"required field {name!r} is missing")
+                if p.spec.required:
+                    raise _Rejected(f"missing_field:{p.name}", f"required field {p.name!r} is missing")
                 out.append(None)
-            elif kind == 0:
-                if type(v) is str and 0 < len(v) <= max_len:
+            elif kind == _STRING:
+                if type(v) is str and p.min_len <= len(v) <= p.max_len and (p.values is None or v in p.values):
                     out.append(v)
                 else:
-                    out.append(_check_field(name, spec, v))
-            elif kind == 1 and (type(v) is int or (type(v) is float and v - v == 0.0)) and (
-                lo <= v <= hi
+                    out.append(_check_field(p.name, p.spec, v))
+            elif kind == _NUMBER and (type(v) is int or (type(v) is float and v - v == 0.0)) and (
+                p.lo <= v <= p.hi
             ):
                 out.append(v)  # v - v == 0 is False for inf and NaN
-            elif kind == 2 and type(v) is int and lo <= v <= hi:
+            elif kind == _INTEGER and type(v) is int and p.lo <= v <= p.hi:
+                out.append(v)
+            elif kind == _BOOLEAN and type(v) is bool:
                 out.append(v)
             else:
-                out.append(_check_field(name, spec, v))
+                out.append(_check_field(p.name, p.spec, v))
         return tuple(out)
 
     def decode(self, messages: Sequence[KafkaMessage]) -> tuple[EventBatch, list[DeadLetter]]:
@@ -174,24 +220,14 @@ class Decoder:
         n = len(rows)
         if n == 0:
             return EventBatch.empty(), dead
-        cols = list(zip(*rows))
-        by_name = dict(zip(self._names, cols))
-
-        def obj(name: str) -> np.ndarray[Any, np.dtype[np.object_]]:
-            a = np.empty(n, dtype=object)
-            a[:] = by_name.get(name, (None,) * n)
-            return a
-
+        fields: dict[str, npt.NDArray[Any]] = {}
+        nulls: dict[str, BoolArray] = {}
+        for p, col in zip(self._plan, zip(*rows)):
+            fields[p.name], mask = _column(p, col, n)
+            if mask is not None:
+                nulls[p.name] = mask
         batch = EventBatch(
-            event_id=obj("event_id"),
-            card_id=obj("card_id"),
-            merchant_id=obj("merchant_id"),
-            amount=np.asarray(by_name["amount"], dtype=np.float64),
-            currency=obj("currency"),
-            country=obj("country"),
-            device_id=obj("device_id"),
-            event_time_ms=np.asarray(by_name["event_time_ms"], dtype=np.int64),
-            trace_id=obj("trace_id"),
+            fields, nulls,
             key=_obj_array(keys),
             topic=_obj_array(topics),
             partition=np.asarray(parts, dtype=np.int64),
@@ -200,6 +236,26 @@ class Decoder:
             kafka_ts_ms=np.asarray(stamps, dtype=np.int64),
         )
         return batch, dead
+
+
+_DTYPES = {_NUMBER: np.float64, _INTEGER: np.int64, _BOOLEAN: np.bool_}
+_FILL: dict[int, object] = {_INTEGER: 0, _BOOLEAN: False}
+
+
+def _column(p: _FieldPlan, col: tuple[object, ...], n: int) -> tuple[npt.NDArray[Any], BoolArray | None]:
+    """One field's values as a typed column, and its null mask (optional fields only)."""
+    if p.kind == _STRING and p.spec.required:
+        return _obj_array(col), None
+    if p.spec.required:
+        return np.asarray(col, dtype=_DTYPES[p.kind]), None
+    mask = np.fromiter((v is None for v in col), dtype=np.bool_, count=n)
+    if p.kind == _STRING:
+        return _obj_array(col), mask
+    dtype = _DTYPES[p.kind]
+    if p.kind == _NUMBER:
+        return np.asarray(col, dtype=np.float64), mask  # None -> NaN
+    fill = _FILL[p.kind]
+    return np.asarray([fill if v is None else v for v in col], dtype=dtype), mask
 
 
 def _obj_array(values: Sequence[object]) -> np.ndarray[Any, np.dtype[np.object_]]:

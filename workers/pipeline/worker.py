@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from workers import metrics
-from workers.model import featurize
 from workers.pipeline.batcher import Backpressure, MicroBatcher, expired
 from workers.pipeline.decide import Decider, ModelInfo
 from workers.pipeline.decode import Decoder
@@ -36,13 +35,16 @@ from workers.pipeline.dispatch import ScoringStage
 from workers.engines import Engine, make_engine
 from workers.engines.base import default_buckets
 from workers.events import EventBatch, F32Array, OnlineFeatures
-from workers.features.base import FeatureReader, make_reader
+from workers.features.base import FeatureReader
+from workers.features.factory import make_reader
+from workers.model.fit import check_fit
+from workers.model.inputs import Assembler
 from workers.model.manifest import ModelManifest, load_manifest
 from workers.pipeline.offsets import OffsetTracker
 from workers.settings import Settings, get_settings
 from workers.pipeline.sink import KafkaSink
 from workers.pipeline.source import KafkaSource
-from workers.topology import Topology
+from workers.topology import Topology, TopologyError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,9 @@ class Worker:
         self._backpressure = Backpressure(b.max_inflight_batches)
         self._stage: ScoringStage | None = None
         self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
-        self._entity_fields = dict(topology.entities)
+        self._entity_fields = dict(topology.entities)  # Feast join key -> event field
+        check_fit(self.manifest, topology)
+        self._assembler = Assembler(self.manifest.inputs, self.manifest.online_numeric)
         self.sink: KafkaSink | None = None
         self.source: KafkaSource | None = None
         self._decider: Decider | None = None
@@ -117,26 +121,30 @@ class Worker:
 
     def _prepare(self) -> tuple[FeatureReader, Engine]:
         reader = self._reader or make_reader(self.topology, self.settings, self.manifest)
+        absent = sorted(set(reader.join_keys) - set(self._entity_fields))
+        if absent:
+            raise TopologyError(
+                f"{self.topology.source_path or 'topology'}: the feature service's views are keyed by "
+                f"{reader.join_keys}; map {absent} to event fields under `entities` (join key: field)")
         # Feast and ONNX Runtime leave a large heap; freezing it keeps full GC passes (tens of ms
         # of p99 on the scoring thread) from rescanning start-up objects.
         gc.collect()
         gc.freeze()
         engine = self._engine or make_engine(
             self.topology.model, self.settings.models_dir,
-            max_batch=self.topology.batching.max_batch,
+            max_batch=self.topology.batching.max_batch, output=self.manifest.output.name,
         )
         engine.load()
         engine.warm_up(default_buckets(self.topology.batching.max_batch))
         self._decider = Decider(
             self.topology.id,
-            self.topology.policy.resolved(
-                self.manifest.thresholds.review, self.manifest.thresholds.decline
-            ),
+            self.topology.decision,
+            self.manifest,
             ModelInfo(
                 self.manifest.name, str(self.manifest.version), self.topology.model.variant,
                 engine.name,
             ),
-            self.manifest.feature_order,
+            self.topology.input.schema_,
         )
         return reader, engine
 
@@ -304,11 +312,11 @@ class Worker:
                 return
         n = len(batch)
         t0 = time.perf_counter()
-        feats = reader.fetch({f: getattr(batch, f) for f in self._entity_fields.values()})
+        feats = reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
         t1 = time.perf_counter()
         if feats.degraded:
             self.stats.degraded += n
-        x = featurize.assemble(batch, feats, self.manifest)
+        x = self._assembler.assemble(batch, feats)
         bad = ~np.isfinite(x).all(axis=1)
         why: list[str | None] = [None] * n
         if bad.any():
@@ -316,38 +324,38 @@ class Worker:
             for i in np.flatnonzero(bad).tolist():
                 why[i] = "invalid_features"
         t2 = time.perf_counter()
+        width = self.manifest.output.width
         try:
-            scores = engine.infer(x)
-            if scores.shape[0] != n:
-                raise RuntimeError(f"engine returned {scores.shape[0]} scores for {n} rows")
+            out = engine.infer(x)
+            if out.ndim != 2 or out.shape[0] != n:
+                raise RuntimeError(f"engine returned shape {out.shape} for {n} rows")
         except Exception as exc:
             log.exception("engine failed on a batch of %d", n)
-            scores = np.full(n, np.nan, dtype=np.float32)
+            out = np.full((n, width), np.nan, dtype=np.float32)
             why = [f"engine_error:{type(exc).__name__}"] * n
-        scores = scores.astype(np.float32, copy=True)
-        scores[bad] = np.nan
+        out = out.astype(np.float32, copy=True)
+        out[bad] = np.nan
         t3 = time.perf_counter()
         timings = {
             "features": round((t1 - t0) * 1e3, 3),
             "assemble": round((t2 - t1) * 1e3, 3),
             "inference": round((t3 - t2) * 1e3, 3),
         }
-        self._emit(batch, scores, x, feats, why, timings)
+        self._emit(batch, out, x, feats, why, timings)
         elapsed = time.perf_counter() - t0
         self.stats.batch_ms.append(elapsed * 1e3)
         metrics.BATCH_SECONDS.labels(self.topology.id).observe(elapsed)
         for k, v in timings.items():
             self.stats.stage_ms[k] += v
 
-    def _emit(self, batch: EventBatch, scores: F32Array | None, x: F32Array | None,
+    def _emit(self, batch: EventBatch, out: F32Array | None, x: F32Array | None,
               feats: OnlineFeatures | None, why: Sequence[str | None],
               timings: dict[str, float]) -> None:
+        """``out``: the engine's output [n, k] (NaN rows unscored); None: no row was scored."""
         assert self._decider is not None and self.sink is not None
         n = len(batch)
-        if scores is None:
-            scores = np.full(n, np.nan, dtype=np.float32)
         t = time.perf_counter()
-        d = self._decider.decide(batch, scores, x, feats, why, timings)
+        d = self._decider.decide(batch, out, x, feats, why, timings)
         self.stats.stage_ms["decide"] += (time.perf_counter() - t) * 1e3
         if len(d.values) != n:  # the batch contract: exactly one decision per event
             raise RuntimeError(f"decide produced {len(d.values)} records for {n} events")

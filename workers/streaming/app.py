@@ -1,31 +1,34 @@
-"""Faust glue of the velocity job: Kafka -> ``VelocityState`` in a Faust table -> Feast's Redis.
+"""Faust glue of the aggregation job: Kafka -> ``AggregationState`` in a Faust table -> Feast's Redis.
 
     python -m workers.streaming.app topologies/velocity.yaml [--stop-after-s S] [--log-level L]
 
-Everything that decides a value lives in ``workers/streaming/aggregates.py``; this module only wires Faust:
+One process runs one topology (fraud: ``topologies/velocity.yaml``, per-card velocity over
+transactions; account takeover: ``topologies/ato_velocity.yaml``, per-user login velocity).
+Everything that decides a value lives in ``workers/streaming/aggregates.py``; this module only
+wires Faust:
 
 * The app id is ``input.consumer_group``: Faust uses it as the Kafka consumer group and as the
   prefix of the topics it creates itself through its admin request (CreateTopics to the
   controller; our broker has ``auto.create.topics.enable=false``, which does not affect that):
   ``<group>-windows-changelog`` (compacted, ``input.partitions`` partitions) and
   ``<group>-__assignor-__leader``, replication ``faust.replication_factor``.
-* The table ``windows`` (card id -> ``CardState`` as JSON) is co-partitioned with the input topic,
+* The table ``windows`` (join key -> ``KeyState`` as JSON) is co-partitioned with the input topic,
   whose partition count is checked at start. With ``store: memory://`` it is rebuilt by replaying
   the changelog on every start; ``rocksdb://`` (needs the rocksdict extra) keeps a local copy so
   that only the tail is replayed — that is the production setting for large state.
 * The agent reads micro-batches with ``stream.take_events(max_batch, within=flush_interval)``,
-  applies them, and writes every changed card in one pipelined Redis round trip before Faust
+  applies them, and writes every changed key in one pipelined Redis round trip before Faust
   acknowledges the batch (offsets are committed after the write: at-least-once, and replays are
-  idempotent thanks to the per-card offset). A timer retries writes that failed while Redis was down.
+  idempotent thanks to the per-key offset). A timer retries writes that failed while Redis was down.
 * Bad input is skipped and counted by reason, never dead-lettered: the scorer consumes the same
   topic and dead-letters it already.
 * SIGINT/SIGTERM stop the worker cleanly (Faust's worker installs the handlers): the consumer
   leaves its group, the producer is flushed, the Redis client is closed.
 
 Table writes go through ``TableStore`` (the store plus ``send_changelog`` with the partition of
-the card's own event) rather than ``table[key] = value``: Faust picks the changelog partition from
+the key's own event) rather than ``table[key] = value``: Faust picks the changelog partition from
 the "current event", which inside a ``take_events`` batch is the batch's last event — the wrong
-partition for every other card of the batch.
+partition for every other key of the batch.
 """
 
 from __future__ import annotations
@@ -49,22 +52,23 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from workers.streaming.aggregates import (
-    CardState,
+    AggregationAppError,
+    AggregationState,
+    AggregationTopology,
+    EventDecoder,
     FeastRedisLayout,
-    VelocityState,
-    VelocityAppError,
-    VelocityTopology,
-    decode_event,
+    KeyState,
     layout_from_registry,
-    load_velocity_topology,
+    load_aggregation_topology,
     timestamp_bytes,
 )
 from workers.settings import PROJECT_ROOT, Settings, get_settings
 
-log = logging.getLogger("streamscore.velocity")
+log = logging.getLogger("streamscore.aggregation")
 
 TABLE_NAME = "windows"
-READY_LINE = "velocity: ready"  # printed on stdout each time partitions are assigned and recovered
+READY_LINE = "aggregation: ready"  # printed on stdout each time partitions are assigned and recovered
+SUMMARY_PREFIX = "aggregation: "  # + topology id + counters: printed on stdout when the job stops
 
 
 # ---- settings -> Faust ---------------------------------------------------------------------
@@ -88,7 +92,9 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
             ssl_context=ssl.create_default_context() if proto == "SASL_SSL" else None,
             mechanism=settings.kafka_sasl_mechanism or "PLAIN",
         )
-    raise VelocityAppError(f"kafka_security_protocol {settings.kafka_security_protocol!r} is not supported by the Faust job")
+    raise AggregationAppError(
+        f"kafka_security_protocol {settings.kafka_security_protocol!r} is not supported by the Faust job"
+    )
 
 
 def check_codecs() -> None:
@@ -96,14 +102,14 @@ def check_codecs() -> None:
     from aiokafka.codec import has_lz4
 
     if not has_lz4():
-        raise VelocityAppError(
+        raise AggregationAppError(
             "aiokafka cannot decompress lz4, and streamscore's producers compress with lz4 "
             "(workers/dev/producer.py, topologies/fraud.yaml); install aiokafka's lz4 extra: "
             "pip install 'aiokafka[lz4]' (it brings cramjam)"
         )
 
 
-def check_input_topic(topo: VelocityTopology, settings: Settings) -> None:
+def check_input_topic(topo: AggregationTopology, settings: Settings) -> None:
     """Create the input topic if missing; refuse a partition count other than the topology's."""
     from confluent_kafka.admin import AdminClient
 
@@ -114,7 +120,7 @@ def check_input_topic(topo: VelocityTopology, settings: Settings) -> None:
     md = AdminClient(conf).list_topics(topo.input.topic, timeout=10)
     have = len(md.topics[topo.input.topic].partitions)
     if have != topo.input.partitions:
-        raise VelocityAppError(
+        raise AggregationAppError(
             f"{topo.source_path}: input.partitions is {topo.input.partitions} but topic "
             f"{topo.input.topic!r} has {have}; the state table must be co-partitioned with it — "
             f"set input.partitions: {have}"
@@ -125,39 +131,39 @@ def check_input_topic(topo: VelocityTopology, settings: Settings) -> None:
 
 
 class TableStore:
-    """``StateStore`` over a Faust table; changelog records go to the card's own partition."""
+    """``StateStore`` over a Faust table; changelog records go to the key's own partition."""
 
     def __init__(self, table: Any) -> None:
         self._table = table  # faust.Table; typed Any: its store is a MutableMapping of Any
 
-    def get(self, card: str) -> CardState | None:
-        st: CardState | None = self._table.data.get(card)
+    def get(self, key: str) -> KeyState | None:
+        st: KeyState | None = self._table.data.get(key)
         return st
 
-    def put(self, card: str, partition: int, state: CardState) -> None:
-        self._table.data[card] = state
-        self._table.send_changelog(partition, card, state)
+    def put(self, key: str, partition: int, state: KeyState) -> None:
+        self._table.data[key] = state
+        self._table.send_changelog(partition, key, state)
 
-    def delete(self, card: str, partition: int) -> None:
-        self._table.data.pop(card, None)
+    def delete(self, key: str, partition: int) -> None:
+        self._table.data.pop(key, None)
         # A raw None value is a tombstone: compaction drops the key, recovery deletes it.
-        self._table.send_changelog(partition, card, None, value_serializer="raw")
+        self._table.send_changelog(partition, key, None, value_serializer="raw")
 
-    def items(self) -> Iterable[tuple[str, CardState]]:
+    def items(self) -> Iterable[tuple[str, KeyState]]:
         return list(self._table.data.items())
 
 
 # ---- the job -------------------------------------------------------------------------------
 
 
-class VelocityJob:
-    """One Faust app: topic, table, agent and flush timer around a ``VelocityState``."""
+class AggregationJob:
+    """One Faust app: topic, table, agent and flush timer around an ``AggregationState``."""
 
-    def __init__(self, topo: VelocityTopology, settings: Settings, layout: FeastRedisLayout) -> None:
+    def __init__(self, topo: AggregationTopology, settings: Settings, layout: FeastRedisLayout) -> None:
         self.topo = topo
         self.settings = settings
         self.layout = layout
-        self.written = 0  # card rows written to Redis
+        self.written = 0  # key rows written to Redis
         self.flushes = 0  # pipelined round trips that succeeded
         self.write_failures = 0
         self.last_flush_ms = 0.0
@@ -185,13 +191,14 @@ class VelocityJob:
             web_port=topo.faust.web_port or 6066,
             web_bind="127.0.0.1",
         )
-        # No value_type: values are plain JSON (CardState dicts). A class there would make
+        # No value_type: values are plain JSON (KeyState dicts). A class there would make
         # recovery call ``<class>.from_data`` on each record, which ``dict`` does not have.
         self.table = self.app.Table(
             TABLE_NAME, default=None, partitions=topo.input.partitions, key_type=str,
-            help="card id -> velocity window entries (workers.streaming.aggregates.CardState)",
+            help=f"{topo.input.key_field} -> window entries (workers.streaming.aggregates.KeyState)",
         )
-        self.state = VelocityState(topo, TableStore(self.table))
+        self.state = AggregationState(topo, TableStore(self.table))
+        self.decode = EventDecoder(topo)
         topic = self.app.topic(topo.input.topic, key_type=bytes, value_type=bytes)
         self.app.agent(topic, name=f"{topo.id}-agent")(self._agent)
         self.app.timer(self._flush_s, name=f"{topo.id}-retry")(self._retry_tick)
@@ -217,8 +224,9 @@ class VelocityJob:
 
     async def _on_ready(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         # Tables are recovered and streams about to resume. Printed, not logged, so that
-        # `spawn_velocity` sees it whatever the log level.
-        print(f"{READY_LINE} group={self.topo.input.consumer_group} topic={self.topo.input.topic}", flush=True)
+        # `spawn_aggregation` sees it whatever the log level.
+        print(f"{READY_LINE} id={self.topo.id} group={self.topo.input.consumer_group} "
+              f"topic={self.topo.input.topic}", flush=True)
 
     async def _on_shutdown(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         # The consumer has stopped: write what is still dirty (a bounded attempt), then close.
@@ -235,26 +243,27 @@ class VelocityJob:
     def process(self, events: Sequence[Any]) -> None:
         if self._owned is not None:
             # A batch writes up to max_batch changelog records at once, plus tombstones of expired
-            # cards; Faust's buffer bound is a hard-coded 100, above which it warns on every batch
+            # keys; Faust's buffer bound is a hard-coded 100, above which it warns on every batch
             # and stalls the stream while it drains.
             buffer = self.app.producer.buffer
             buffer.max_messages = max(buffer.max_messages, 4 * self.topo.sink.max_batch)
             n = self.state.reindex(self._owned)
-            log.info("velocity: partitions %s assigned; %d recovered cards re-queued", sorted(self._owned), n)
+            log.info("%s: partitions %s assigned; %d recovered keys re-queued", self.topo.id, sorted(self._owned), n)
             self._owned = None
-        txns = []
+        decoded = []
+        decode = self.decode
         skipped = self.state.stats.skipped
         for ev in events:
             msg = ev.message
-            r = decode_event(msg.value, self.topo, msg.partition, msg.offset)
+            r = decode(msg.value, msg.partition, msg.offset)
             if isinstance(r, str):
                 skipped[r] += 1
             else:
-                txns.append(r)
-        self.state.apply(txns)
+                decoded.append(r)
+        self.state.apply(decoded)
 
     async def flush(self) -> None:
-        """Write every dirty card, ``max_batch`` cards per pipelined round trip."""
+        """Write every dirty key, ``max_batch`` keys per pipelined round trip."""
         async with self._lock:  # the agent and the retry timer must not interleave writes
             if time.monotonic() < self._retry_at:
                 return
@@ -273,13 +282,13 @@ class VelocityJob:
                             pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]  # bytes fields are fine
                         await pipe.execute()
                 except (RedisError, OSError) as e:
-                    self.state.requeue(card for card, _ in rows)
+                    self.state.requeue(key for key, _ in rows)
                     self.write_failures += 1
                     self._retry_at = time.monotonic() + self.topo.sink.retry_after_ms / 1000.0
                     host, port = self.settings.redis_host_port
                     log.warning(
-                        "velocity: writing %d cards to Redis at %s:%d failed (%s: %s); retrying in %d ms",
-                        len(rows), host, port, type(e).__name__, e, self.topo.sink.retry_after_ms,
+                        "%s: writing %d keys to Redis at %s:%d failed (%s: %s); retrying in %d ms",
+                        self.topo.id, len(rows), host, port, type(e).__name__, e, self.topo.sink.retry_after_ms,
                     )
                     return
                 self.written += len(rows)
@@ -308,8 +317,8 @@ class VelocityJob:
     def summary(self) -> str:
         s = self.state.stats
         return (
-            f"velocity: applied={s.applied} skipped={dict(s.skipped)} late={s.late} "
-            f"replayed={s.replayed} capped={s.capped} expired_cards={s.expired_cards} "
+            f"{SUMMARY_PREFIX}{self.topo.id} applied={s.applied} skipped={dict(s.skipped)} late={s.late} "
+            f"replayed={s.replayed} capped={s.capped} expired_keys={s.expired_keys} "
             f"written={self.written} flushes={self.flushes} write_failures={self.write_failures}"
         )
 
@@ -317,16 +326,16 @@ class VelocityJob:
 # ---- entry points --------------------------------------------------------------------------
 
 
-def run_velocity(topology_path: str, *, stop_after_s: float | None = None) -> int:
+def run_aggregation(topology_path: str | Path, *, stop_after_s: float | None = None) -> int:
     """Run the job until SIGINT/SIGTERM (or ``stop_after_s``); returns the exit status."""
     settings = get_settings()
-    topo = load_velocity_topology(topology_path)
+    topo = load_aggregation_topology(topology_path)
     check_codecs()
     layout = layout_from_registry(topo, settings)
     check_input_topic(topo, settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    job = VelocityJob(topo, settings, layout)
+    job = AggregationJob(topo, settings, layout)
     worker = faust.Worker(
         job.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False,
         loglevel=logging.getLevelName(logging.getLogger().level),
@@ -335,7 +344,7 @@ def run_velocity(topology_path: str, *, stop_after_s: float | None = None) -> in
     if stop_after_s is not None:
         loop.call_later(stop_after_s, lambda: asyncio.ensure_future(worker.stop(), loop=loop))
     log.info(
-        "velocity: %s -> Feast view %s (group %s, flush %d ms / %d events)", topo.input.topic,
+        "%s: %s -> Feast view %s (group %s, flush %d ms / %d events)", topo.id, topo.input.topic,
         layout.view, topo.input.consumer_group, topo.sink.flush_interval_ms, topo.sink.max_batch,
     )
     code = 0
@@ -350,13 +359,13 @@ def run_velocity(topology_path: str, *, stop_after_s: float | None = None) -> in
     return code
 
 
-def spawn_velocity(
+def spawn_aggregation(
     topology_path: str | Path, log_path: Path, *, log_level: str = "WARNING", ready_timeout_s: float = 90.0
 ) -> subprocess.Popen[bytes]:
     """Start the job in a child process (its own core and event loop); return once it consumes.
 
     Its stdout and stderr go to ``log_path``. For ``streamscore demo``, which runs it beside the
-    scorer; stop it with ``stop_velocity``.
+    scorer; stop it with ``stop_aggregation``.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -373,36 +382,40 @@ def spawn_velocity(
         if READY_LINE in text:
             return proc
         if proc.poll() is not None:
-            raise VelocityAppError(f"the velocity job exited with {proc.returncode}; see {log_path}:\n{text[-2000:]}")
+            raise AggregationAppError(
+                f"the aggregation job ({topology_path}) exited with {proc.returncode}; see {log_path}:\n{text[-2000:]}"
+            )
         time.sleep(0.1)
-    stop_velocity(proc)
-    raise VelocityAppError(f"the velocity job was not consuming within {ready_timeout_s:.0f} s; see {log_path}")
+    stop_aggregation(proc)
+    raise AggregationAppError(
+        f"the aggregation job ({topology_path}) was not consuming within {ready_timeout_s:.0f} s; see {log_path}"
+    )
 
 
-def stop_velocity(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
+def stop_aggregation(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
     """SIGTERM (a clean stop: offsets committed, last writes flushed), SIGKILL after ``timeout_s``."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            log.warning("velocity job (pid %d) ignored SIGTERM for %.0f s; killing it", proc.pid, timeout_s)
+            log.warning("aggregation job (pid %d) ignored SIGTERM for %.0f s; killing it", proc.pid, timeout_s)
             proc.kill()
             proc.wait(timeout=10)
     return proc.returncode
 
 
 def last_summary(log_path: Path) -> str | None:
-    """The summary line the job prints when it stops (``velocity: applied=... written=...``)."""
+    """The last summary line the job printed when it stopped (``aggregation: <id> applied=... written=...``)."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return None
-    return next((ln for ln in reversed(lines) if ln.startswith("velocity: applied=")), None)
+    return next((ln for ln in reversed(lines) if ln.startswith(SUMMARY_PREFIX) and " applied=" in ln), None)
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="streamscore velocity run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m workers.streaming.app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("topology", help="e.g. topologies/velocity.yaml")
     p.add_argument("--stop-after-s", type=float, default=None, help="stop by itself after S seconds")
@@ -413,9 +426,9 @@ def main(argv: list[str]) -> int:
 
     setup_logging(args.log_level)
     try:
-        return run_velocity(args.topology, stop_after_s=args.stop_after_s)
+        return run_aggregation(args.topology, stop_after_s=args.stop_after_s)
     except Exception as exc:
-        if is_user_error(exc) or isinstance(exc, VelocityAppError):
+        if is_user_error(exc) or isinstance(exc, AggregationAppError):
             print(f"streamscore: {exc}", file=sys.stderr)
             return 2
         raise

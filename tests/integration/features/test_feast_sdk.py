@@ -11,8 +11,11 @@ import pytest
 
 from examples.fraud import datagen
 from workers.events import ObjArray
-from workers.features.feast_sdk import FeastSdkReader, FeatureStoreError, setup_features
+from workers.features.base import FeatureStoreError
+from workers.features.feast_repo import setup_features
+from workers.features.feast_sdk import FeastSdkReader
 from workers.model.manifest import ModelManifest, load_manifest
+from workers.topology import Topology
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -114,10 +117,10 @@ def test_unreachable_redis_degrades_instead_of_raising(feature_store: Settings, 
     assert first_s < 5.0  # no multi-second retry backoff on the hot path
 
 
-def test_setup_against_unreachable_redis_says_what_to_do(feature_store: Settings) -> None:
+def test_setup_against_unreachable_redis_says_what_to_do(feature_store: Settings, fraud_topology: Topology) -> None:
     bogus = feature_store.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     with pytest.raises(FeatureStoreError, match=r"Redis at 127.0.0.1:1 did not answer — is `streamscore dev up` running\?"):
-        setup_features(bogus)
+        setup_features(bogus, fraud_topology)
 
 
 def test_reader_needs_a_registry(tmp_path: Path, feature_store: Settings, manifest: ModelManifest) -> None:
@@ -128,8 +131,9 @@ def test_reader_needs_a_registry(tmp_path: Path, feature_store: Settings, manife
         FeastSdkReader(tmp_path, manifest.feature_service, manifest, settings=feature_store)
 
 
-def test_setup_is_idempotent(feature_store: Settings, manifest: ModelManifest, world: datagen.World) -> None:
-    setup_features(feature_store)
+def test_setup_is_idempotent(feature_store: Settings, manifest: ModelManifest, world: datagen.World,
+                             fraud_topology: Topology) -> None:
+    setup_features(feature_store, fraud_topology)
     r = FeastSdkReader(feature_store.feature_repo, manifest.feature_service, manifest, settings=feature_store)
     try:
         out = r.fetch(entities(["c000017"], ["m00042"]))

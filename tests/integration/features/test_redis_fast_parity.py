@@ -29,7 +29,9 @@ import redis
 from examples.fraud import datagen
 from workers.events import ObjArray, OnlineFeatures
 from workers.features.redis_fast import NATIVE_AVAILABLE, FastRedisReader
-from workers.features.feast_sdk import FeastSdkReader, FeatureStoreError, StalePolicy, repo_config
+from workers.features.base import FeatureStoreError, StalePolicy
+from workers.features.feast_repo import repo_config
+from workers.features.feast_sdk import FeastSdkReader
 from workers.model.manifest import ModelManifest, load_manifest
 from workers.settings import PROJECT_ROOT, Settings
 from workers.topology import load_topology

@@ -1,9 +1,12 @@
-"""The Faust velocity job against the real broker and Redis, read back through the scorer's reader.
+"""The Faust aggregation job against the real broker and Redis, read back through the scorer's reader.
 
-A copy of topologies/velocity.yaml on a fresh input topic and consumer group runs as a subprocess
-(``python -m workers.streaming.app``). A burst for one made-up card must be visible to
-``FeastSdkReader`` within 1 s of the producer's flush (the issue's requirement); the job must
-survive a restart with its window state (changelog recovery) and stop cleanly on SIGTERM.
+A copy of topologies/velocity.yaml (the fraud example: per-card velocity) on a fresh input topic
+and consumer group runs as a subprocess (``python -m workers.streaming.app``). A burst for one
+made-up card must be visible to ``FeastSdkReader`` within 1 s of the producer's flush (the
+issue's requirement); the job must survive a restart with its window state (changelog recovery)
+and stop cleanly on SIGTERM.
+The same job on topologies/ato_velocity.yaml (nested fields, a filtered count) must land login
+velocity where Feast's own online read finds it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +33,8 @@ from workers.dev import stack as devstack
 from workers.features.feast_sdk import FeastSdkReader
 from workers.model.manifest import load_manifest
 from workers.settings import Settings
-from workers.streaming.aggregates import layout_from_registry, load_velocity_topology
-from workers.streaming.app import spawn_velocity, stop_velocity
+from workers.streaming.aggregates import layout_from_registry, load_aggregation_topology
+from workers.streaming.app import last_summary, spawn_aggregation, stop_aggregation
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +54,12 @@ class Job:
 
     def start(self) -> None:
         # The helper `streamscore demo` uses: returns once the job consumes (tables recovered).
-        self.proc = spawn_velocity(self.topology, self.log, log_level="INFO", ready_timeout_s=START_TIMEOUT_S)
+        self.proc = spawn_aggregation(self.topology, self.log, log_level="INFO", ready_timeout_s=START_TIMEOUT_S)
 
     def stop(self) -> int:
         assert self.proc is not None
         try:
-            return stop_velocity(self.proc)
+            return stop_aggregation(self.proc)
         finally:
             self.proc = None
 
@@ -63,19 +67,19 @@ class Job:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-@pytest.fixture()
-def job(feature_store: Settings, tmp_path: Path) -> Iterator[Job]:
-    base = yaml.safe_load((ROOT / "topologies" / "velocity.yaml").read_text())
-    s = uuid.uuid4().hex[:8]
-    base["input"]["topic"] = f"it-{s}-velocity-tx"
-    base["input"]["consumer_group"] = f"it-{s}-velocity"
+@contextmanager
+def _job_on_fresh_topic(feature_store: Settings, tmp_path: Path, topology: str) -> Iterator[Job]:
+    base = yaml.safe_load((ROOT / "topologies" / topology).read_text())
+    s, name = uuid.uuid4().hex[:8], Path(topology).stem
+    base["input"]["topic"] = f"it-{s}-{name}-in"
+    base["input"]["consumer_group"] = f"it-{s}-{name}"
     # The topic is fresh: start at its beginning, so nothing produced right after "ready" is
     # skipped while the consumer is still resolving "latest".
     base["faust"]["auto_offset_reset"] = "earliest"
-    path = tmp_path / "velocity.yaml"
+    path = tmp_path / topology
     path.write_text(yaml.safe_dump(base, sort_keys=False))
     j = Job(path, base["input"]["topic"], base["input"]["consumer_group"], base["input"]["partitions"],
-            tmp_path / "velocity.log")
+            tmp_path / f"{name}.log")
     devstack.ensure_topics(feature_store, [devstack.TopicSpec(j.topic, j.partitions)])
     try:
         yield j
@@ -92,6 +96,18 @@ def job(feature_store: Settings, tmp_path: Path) -> Iterator[Job]:
             fut.result()
 
 
+@pytest.fixture()
+def job(feature_store: Settings, tmp_path: Path) -> Iterator[Job]:
+    with _job_on_fresh_topic(feature_store, tmp_path, "velocity.yaml") as j:
+        yield j
+
+
+@pytest.fixture()
+def ato_job(feature_store: Settings, tmp_path: Path) -> Iterator[Job]:
+    with _job_on_fresh_topic(feature_store, tmp_path, "ato_velocity.yaml") as j:
+        yield j
+
+
 def _burst(card: str, t0: int, n: int) -> list[dict[str, object]]:
     return [
         {"event_id": f"e{card}-{i}", "card_id": card, "merchant_id": f"m{(i % 4):05d}",
@@ -101,11 +117,12 @@ def _burst(card: str, t0: int, n: int) -> list[dict[str, object]]:
     ]
 
 
-def _produce(settings: Settings, topic: str, events: list[dict[str, object]], extra: tuple[bytes, ...] = ()) -> float:
+def _produce(settings: Settings, topic: str, events: list[dict[str, object]], extra: tuple[bytes, ...] = (),
+             key_field: str = "card_id") -> float:
     """Send and flush; returns the perf_counter time at which the flush returned."""
     p = Producer({**settings.kafka_client_config(), "linger.ms": 0, "acks": "all"})
     for ev in events:
-        p.produce(topic, orjson.dumps(ev), str(ev["card_id"]).encode())
+        p.produce(topic, orjson.dumps(ev), str(ev[key_field]).encode())
     for raw in extra:
         p.produce(topic, raw, b"junk")
     assert p.flush(10) == 0
@@ -132,7 +149,7 @@ def test_burst_is_visible_to_the_scorer_within_a_second(feature_store: Settings,
     c10m = cols["card_velocity:txn_count_10m"]
     # Made-up cards: real ones hold materialized values other tests compare against.
     warm, card = f"cx-velocity-warm-{job.group}", f"cx-velocity-{job.group}"
-    layout = layout_from_registry(load_velocity_topology(job.topology), settings)
+    layout = layout_from_registry(load_aggregation_topology(job.topology), settings)
     r = redis.Redis.from_url(settings.redis_url)
     t0 = datagen.WORLD_EPOCH_MS + 30 * datagen.DAY_MS
     n = 12
@@ -161,8 +178,9 @@ def test_burst_is_visible_to_the_scorer_within_a_second(feature_store: Settings,
         assert set(r.hkeys(layout.redis_key(card))) == {*layout.hash_fields, layout.ts_field}
 
         assert job.stop() == 0  # SIGTERM: a clean stop
-        log = job._log_text()
-        assert "skipped={'invalid_json': 1}" in log and f"applied={n + 1}" in log
+        summary = last_summary(job.log)
+        assert summary is not None and summary.startswith("aggregation: card-velocity "), job._log_text()[-4000:]
+        assert "skipped={'invalid_json': 1}" in summary and f"applied={n + 1}" in summary
 
         # Faust created its own topics on our broker (auto-creation is off there).
         admin = AdminClient(dict(settings.kafka_client_config()))
@@ -182,4 +200,49 @@ def test_burst_is_visible_to_the_scorer_within_a_second(feature_store: Settings,
         reader.close()
         for c in (warm, card):  # made-up cards: their keys hold nothing but our fields
             r.delete(layout.redis_key(c))
+        r.close()
+
+
+def test_ato_login_velocity_reaches_feast(feature_store: Settings, ato_job: Job) -> None:
+    """Nested fields and a filtered count, through the same job, read back by Feast itself."""
+    from feast import FeatureStore
+
+    from workers.features.feast_repo import repo_config
+
+    settings = feature_store
+    repo = Path(settings.feature_repo).resolve()
+    store = FeatureStore(repo_path=str(repo), config=repo_config(repo, settings))
+    topo = load_aggregation_topology(ato_job.topology)
+    layout = layout_from_registry(topo, settings)
+    user = f"ux-login-{ato_job.group}"  # made up: no other view holds it
+    t0 = int(time.time() * 1000)  # the view's TTL is a day: stay near now
+    logins: list[dict[str, object]] = [
+        {"event_id": f"{user}-{i}", "user_id": user, "ip": ip, "event_time_ms": t0 + i * 20_000,
+         "device": {"id": dev, "os": "linux"}, "geo": {"country": "NL"},
+         "login": {"method": "password", "success": ok, "failed_attempts": i}}
+        for i, (ip, dev, ok) in enumerate([("203.0.113.7", "d-a", False), ("203.0.113.8", "d-a", False),
+                                           ("203.0.113.8", "d-b", False), ("203.0.113.7", "d-b", True)])
+    ]
+    no_device = {**logins[0], "event_id": f"{user}-bad", "device": {"os": "linux"}}
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        ato_job.start()
+        _produce(settings, ato_job.topic, [*logins, no_device], key_field="user_id")
+        want = {"logins_10m": 4, "failed_logins_1h": 3, "distinct_ips_1d": 2, "distinct_devices_1d": 2}
+        deadline, got = time.monotonic() + 30.0, {}
+        while time.monotonic() < deadline:
+            out = store.get_online_features(
+                features=[f"user_login_velocity:{f}" for f in want], entity_rows=[{"user_id": user}]
+            ).to_dict()
+            got = {f: out[f][0] for f in want}
+            if got == want:
+                break
+            time.sleep(0.05)
+        assert got == want, ato_job._log_text()[-4000:]
+        assert ato_job.stop() == 0
+        summary = last_summary(ato_job.log)
+        assert summary is not None and summary.startswith("aggregation: ato-velocity "), ato_job._log_text()[-4000:]
+        assert "skipped={'bad_field:device.id': 1}" in summary and "applied=4" in summary
+    finally:
+        r.delete(layout.redis_key(user))
         r.close()

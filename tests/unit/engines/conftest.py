@@ -35,7 +35,7 @@ def tiny_model(dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
 
 def reference(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     logit = x.astype(np.float64) @ W.astype(np.float64) + B
-    return (1.0 / (1.0 + np.exp(-logit))).reshape(-1).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-logit))).reshape(-1, 1).astype(np.float32)  # [n, 1], as engines return
 
 
 @pytest.fixture()

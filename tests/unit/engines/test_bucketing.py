@@ -74,7 +74,9 @@ def test_pad_rows_rejects_mismatches() -> None:
 def test_unpad_copies_the_first_rows_as_float32() -> None:
     buf = np.arange(8, dtype=np.float16).reshape(8, 1)
     s = unpad(buf, 3)
-    assert s.dtype == np.float32 and s.tolist() == [0.0, 1.0, 2.0]
+    assert s.dtype == np.float32 and s.tolist() == [[0.0], [1.0], [2.0]]
     buf[0, 0] = 99  # the engine reuses its buffers: results must not alias them
-    assert s[0] == 0.0
-    assert unpad(np.arange(4, dtype=np.float32), 2).tolist() == [0.0, 1.0]
+    assert s[0, 0] == 0.0
+    assert unpad(np.arange(4, dtype=np.float32), 2).tolist() == [[0.0], [1.0]]
+    two = unpad(np.arange(8, dtype=np.float32).reshape(4, 2), 3)  # class probabilities keep their columns
+    assert two.shape == (3, 2) and two[2].tolist() == [4.0, 5.0]

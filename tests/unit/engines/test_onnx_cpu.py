@@ -19,7 +19,7 @@ def test_scores_match_the_reference_for_any_batch_size(tiny_path: Path) -> None:
     for n in (1, 3, 64, 1000):
         x = rows(n, seed=n)
         s = engine.infer(x)
-        assert s.dtype == np.float32 and s.shape == (n,)
+        assert s.dtype == np.float32 and s.shape == (n, 1)
         np.testing.assert_allclose(s, reference(x), rtol=1e-5, atol=1e-6)
 
 
@@ -30,7 +30,7 @@ def test_one_bad_row_does_not_change_the_others(tiny_path: Path) -> None:
     clean = engine.infer(x)
     x[3] = np.nan
     s = engine.infer(x)
-    assert s.shape == (8,) and np.isnan(s[3])
+    assert s.shape == (8, 1) and np.isnan(s[3, 0])
     np.testing.assert_array_equal(np.delete(s, 3), np.delete(clean, 3))
 
 
@@ -56,7 +56,7 @@ def test_make_engine_builds_the_cpu_engine_for_each_variant(models_dir: Path) ->
     e = make_engine(ModelSpec(name="tiny", version="1"), models_dir)
     assert e.name == "onnxruntime-cpu"
     e.load()
-    assert e.infer(rows(2)).shape == (2,)
+    assert e.infer(rows(2)).shape == (2, 1)
     int8 = make_engine(ModelSpec(name="tiny", version="1", variant="int8"), models_dir)
     with pytest.raises(EngineError, match="model.int8.onnx"):  # not quantized in this fixture
         int8.load()

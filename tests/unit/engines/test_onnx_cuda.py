@@ -58,9 +58,9 @@ def test_padded_buckets_chunks_and_lanes_give_exact_scores(tiny_path: Path, grap
     for n in (1, 3, 64, 5, 200, 2):  # shrinking after a big batch re-zeroes stale padding
         x = rows(n, seed=n)
         s = engine.infer(x)
-        assert s.shape == (n,) and s.dtype == np.float32
+        assert s.shape == (n, 1) and s.dtype == np.float32
         np.testing.assert_allclose(s, reference(x), rtol=1e-5, atol=1e-6)
-    assert engine.infer(rows(0)).shape == (0,)
+    assert engine.infer(rows(0)).shape == (0, 1)
     d = engine.describe()
     assert d["buckets"] == [1, 2, 4, 8, 16, 32, 64] and d["lanes"] == lanes
     engine.close()

@@ -6,27 +6,31 @@ from typing import Any
 
 import pytest
 
-from workers.model.featurize import FEATURE_ORDER_V1, ONLINE_NUMERIC_V1, ONLINE_STRINGS_V1
 from workers.model.manifest import ManifestError, ModelManifest, load_manifest, sha256_file, write_manifest
 from workers.settings import PROJECT_ROOT
 
 
 def raw_manifest(sha: str) -> dict[str, Any]:
     return {
+        "format": 2,
         "name": "m",
         "version": 2,
         "file": "model.onnx",
         "sha256": sha,
-        "input": {"name": "features", "shape": [-1, 2], "dtype": "float32"},
-        "output": {"name": "score", "shape": [-1, 1], "dtype": "float32", "meaning": "p(fraud)"},
-        "feature_order": ["event:log_amount", "v:a"],
+        "input": {"name": "features", "shape": [-1, 3], "dtype": "float32", "meaning": ""},
+        "output": {"name": "score", "shape": [-1, 1], "dtype": "float32", "kind": "probability", "column": 0,
+                   "meaning": "p(fraud)"},
+        "inputs": [{"name": "log_amount", "op": "log1p", "of": "amount"},
+                   {"name": "v:a", "op": "feature", "of": "v:a"},
+                   {"name": "same", "op": "equal", "of": ["country", "v:s"]}],
+        "feature_order": ["log_amount", "v:a", "same"],
         "online_numeric": ["v:a"],
         "online_strings": ["v:s"],
         "feature_service": "svc",
         "defaults": {"v:a": 1.5, "v:s": ""},
         "thresholds": {"review": 0.5, "decline": 0.9},
-        "metrics": {"heldout_auc": 0.95, "heldout_rows": 10, "train_rows": 40, "fraud_rate": 0.02},
-        "training": {"seed": 7, "script": "models/train.py", "hidden_layers": [4], "sklearn_version": "1.9"},
+        "metrics": {"heldout_auc": 0.95, "heldout_rows": 10, "train_rows": 40, "positive_rate": 0.02},
+        "training": {"seed": 7, "spec": "x.yaml", "estimator": "mlp"},
     }
 
 
@@ -45,10 +49,11 @@ def write(d: Path, raw: dict[str, Any]) -> None:
 
 def test_load_valid(models: Path) -> None:
     m = load_manifest(models, "m", 2)
-    assert m.version == 2 and m.input.shape == (-1, 2) and m.feature_order == ("event:log_amount", "v:a")
+    assert m.version == 2 and m.input.shape == (-1, 3) and m.feature_order == ("log_amount", "v:a", "same")
     assert m.numeric_defaults() == [1.5] and m.defaults["v:s"] == ""
     assert m.model_path == models / "m" / "2" / "model.onnx"
-    assert m.training.hidden_layers == (4,)
+    assert m.training["estimator"] == "mlp" and m.metric("train_rows") == 40
+    assert m.output.kind == "probability" and m.output.width == 1
 
 
 def test_roundtrip_is_byte_stable(models: Path, tmp_path: Path) -> None:
@@ -58,13 +63,11 @@ def test_roundtrip_is_byte_stable(models: Path, tmp_path: Path) -> None:
     first = (out / "manifest.json").read_bytes()
     write_manifest(m, out)
     assert (out / "manifest.json").read_bytes() == first
-    assert json.loads(first) == raw_manifest(m.sha256) | {
-        "input": {"name": "features", "shape": [-1, 2], "dtype": "float32", "meaning": ""}
-    }
+    assert json.loads(first) == raw_manifest(m.sha256)
 
 
 def test_missing_file_names_path_and_fix(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match=r"fraud_mlp/1/manifest.json: no such manifest .*streamscore model train"):
+    with pytest.raises(ManifestError, match=r"fraud_mlp/1/manifest.json: no such manifest .*model register"):
         load_manifest(tmp_path, "fraud_mlp", 1)
 
 
@@ -78,16 +81,21 @@ def test_bad_json_names_line(models: Path) -> None:
     ("mutate", "message"),
     [
         (lambda r: r.update(colour="blue"), r"unknown key\(s\) \['colour'\] in `manifest`"),
-        (lambda r: r["thresholds"].update(block=0.99), r"unknown key\(s\) \['block'\] in `thresholds`"),
-        (lambda r: r.pop("feature_service"), r"missing key\(s\) \['feature_service'\]"),
+        (lambda r: r["thresholds"].update(block=1.5), r"`thresholds.block` = 1.5 is not a probability"),
+        (lambda r: r.pop("feature_service"), r"name the `feature_service`"),
+        (lambda r: r.pop("inputs"), r"missing key\(s\) \['inputs'\]"),
+        (lambda r: r.update(format=1), r"format 1 is not supported"),
+        (lambda r: r["inputs"].append({"name": "x", "op": "sqrt", "of": "a"}), r"inputs\[3\]"),
+        (lambda r: r.update(online_numeric=[]), r"`online_numeric` must list exactly the online features"),
+        (lambda r: r["output"].update(kind="classes"), r"lists its `labels`"),
+        (lambda r: r["output"].update(column=1), r"outside the output's 1 columns"),
         (lambda r: r.update(version="2"), r"`version` must be int"),
-        (lambda r: r["metrics"].update(heldout_rows=True), r"`metrics.heldout_rows` must be int, got a boolean"),
+        (lambda r: r["metrics"].update(heldout_rows=True), r"`metrics.heldout_rows` must be float or int, got a boolean"),
         (lambda r: r["defaults"].pop("v:a"), r"`defaults` has no value for online feature 'v:a'"),
         (lambda r: r["defaults"].update({"v:zzz": 1}), r"not in online_numeric/online_strings"),
-        (lambda r: r["input"].update(shape=[-1, 3]), r"does not match 2 entries of feature_order"),
+        (lambda r: r["input"].update(shape=[-1, 2]), r"does not match the 3 columns the inputs make"),
         (lambda r: r.update(online_numeric=["nocolon"], defaults={"nocolon": 1, "v:s": ""}), r"not a 'view:feature' ref"),
-        (lambda r: r.update(thresholds={"review": 0.9, "decline": 0.5}), r"review <= decline"),
-        (lambda r: r.update(feature_order=["a", "a"]), r"duplicate"),
+        (lambda r: r.update(feature_order=["a", "a", "b"]), r"duplicate|does not match the columns"),
         (lambda r: r.update(name="other"), r"manifest says 'other' version 2, but lives under m/2"),
     ],
 )
@@ -112,14 +120,24 @@ def test_checksum_mismatch_and_missing_model(models: Path) -> None:
         load_manifest(models, "m", 2)
 
 
-def test_committed_model_manifest() -> None:
-    m: ModelManifest = load_manifest(PROJECT_ROOT / "models", "fraud_mlp", 1)
-    assert m.feature_order == FEATURE_ORDER_V1
-    assert m.online_numeric == ONLINE_NUMERIC_V1 and m.online_strings == ONLINE_STRINGS_V1
-    assert m.feature_service == "fraud_model_v1"
-    assert m.input.shape == (-1, len(FEATURE_ORDER_V1)) and m.output.shape == (-1, 1)
-    assert m.metrics.heldout_auc >= 0.90
-    assert 0.0 < m.thresholds.review < m.thresholds.decline < 1.0
+def test_a_first_format_manifest_says_how_to_upgrade(models: Path) -> None:
+    d = models / "m" / "2"
+    raw = raw_manifest("x")
+    for k in ("format", "inputs"):
+        raw.pop(k)
+    write(d, raw)
+    with pytest.raises(ManifestError, match="first format.*model register"):
+        load_manifest(models, "m", 2)
+
+
+@pytest.mark.parametrize(("name", "version", "output", "column"), [
+    ("fraud_mlp", 1, "score", 0), ("fraud_gbm", 2, "probabilities", 1), ("ato_gbm", 1, "probabilities", 1)])
+def test_committed_model_manifests(name: str, version: int, output: str, column: int) -> None:
+    m: ModelManifest = load_manifest(PROJECT_ROOT / "models", name, version)
+    assert m.input.shape == (-1, len(m.feature_order)) and m.output.name == output and m.output.column == column
+    assert set(m.online_numeric) == set(m.inputs.online_numeric)
+    assert m.metric("heldout_auc") >= 0.90 and m.training["spec"]
+    assert 0.0 < min(m.thresholds.values()) < max(m.thresholds.values()) < 1.0
 
 
 def test_stale_variant_is_refused(tmp_path: Path) -> None:

@@ -14,14 +14,28 @@ from workers.engines.onnx_cpu import OnnxCpuEngine
 from workers.model.manifest import load_manifest, sha256_file
 
 
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def small_spec(directory: Path, estimator: str = "kind: mlp\n  params: {hidden_layers: [16]}") -> Path:
+    """fraud_mlp v1's training spec on 20k transactions (~1 s), written where quantize re-reads it."""
+    text = (ROOT / "examples" / "fraud" / "train_v1.yaml").read_text()
+    text = text.replace("inputs: inputs_v1.yaml", f"inputs: {ROOT / 'examples' / 'fraud' / 'inputs_v1.yaml'}")
+    text = text.replace("params: {n_txns: 200000}", "params: {n_txns: 20000}")
+    text = text.replace("kind: mlp\n  params: {hidden_layers: [64, 64]}", estimator)
+    path = directory / "train_small.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small model trained like the real one (20k transactions, ~1 s): ``<dir>/fraud_mlp/1``."""
-    from workers.model.train import train
+    """A small model trained like the real one: ``<dir>/fraud_mlp/1``."""
+    from workers.model.train import load_train_spec, train
 
     out = tmp_path_factory.mktemp("models")
     logging.getLogger("streamscore.train").setLevel(logging.WARNING)
-    train(seed=7, out=out, hidden=(16,), n_txns=20_000)
+    train(load_train_spec(small_spec(out)), out=out)
     return out
 
 
@@ -35,7 +49,7 @@ def test_writes_int8_and_fp16_with_manifests(trained: Path, capsys: pytest.Captu
         assert doc["file"] == model.name and doc["sha256"] == sha256_file(model)
         v = doc["variant"]
         assert v["name"] == variant and v["base_sha256"] == base.sha256
-        assert v["fp32_heldout_auc"] == pytest.approx(base.metrics.heldout_auc, abs=1e-4)
+        assert v["fp32_heldout_auc"] == pytest.approx(base.metric("heldout_auc"), abs=1e-4)
         assert v["auc_drop"] == pytest.approx(v["fp32_heldout_auc"] - doc["metrics"]["heldout_auc"], abs=2e-6)
         assert v["auc_drop"] <= quantize.DEFAULT_MAX_AUC_DROP
         assert doc["feature_order"] == list(base.feature_order)
@@ -51,7 +65,7 @@ def test_int8_runs_on_the_cpu_engine(trained: Path) -> None:
     engine.load()
     engine.warm_up([1, 64])
     s = engine.infer(np.zeros((64, 26), dtype=np.float32))
-    assert s.shape == (64,) and np.isfinite(s).all()
+    assert s.shape == (64, 1) and np.isfinite(s).all()
 
 
 def test_output_is_deterministic(trained: Path) -> None:
@@ -81,7 +95,7 @@ def test_refuses_a_variant_over_the_auc_limit(trained: Path, tmp_path: Path,
 
 def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert quantize.main(["--models-dir", str(tmp_path)]) == 1
-    assert "streamscore model train" in capsys.readouterr().err
+    assert "model train" in capsys.readouterr().err
 
 
 def test_unknown_variant_is_rejected(trained: Path) -> None:
@@ -97,7 +111,12 @@ def test_fp16_keeps_standardization_in_float32(tmp_path: Path) -> None:
     assert inits["scaler_mean"] == onnx.TensorProto.FLOAT and inits["W0"] == onnx.TensorProto.FLOAT16
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
-    np.testing.assert_allclose(quantize.scores(dst, x), quantize.scores(src, x), atol=2e-3)
+    np.testing.assert_allclose(quantize.scores(dst, x, "score", 0), quantize.scores(src, x, "score", 0), atol=2e-3)
     quantize.convert_fp16(src, dst, fp16_io=True)
     assert onnx.load(str(dst)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
-    np.testing.assert_allclose(quantize.scores(dst, x), quantize.scores(src, x), atol=3e-3)
+    np.testing.assert_allclose(quantize.scores(dst, x, "score", 0), quantize.scores(src, x, "score", 0), atol=3e-3)
+
+
+def test_tree_ensembles_are_refused_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert quantize.main(["--models-dir", str(ROOT / "models"), "--name", "fraud_gbm", "--version", "2"]) == 1
+    assert "tree ensemble" in capsys.readouterr().err

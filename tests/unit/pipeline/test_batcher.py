@@ -7,14 +7,12 @@ from workers.events import EventBatch
 
 
 def make(n: int, start: int = 0) -> EventBatch:
-    e = EventBatch.empty()
     o = np.array([f"e{i}" for i in range(start, start + n)], dtype=object)
-    return EventBatch(**{**{k: np.resize(getattr(e, k), n) for k in EventBatch.__dataclass_fields__},
-                         "event_id": o, "offset": np.arange(start, start + n, dtype=np.int64),
-                         "amount": np.zeros(n), "event_time_ms": np.zeros(n, dtype=np.int64),
-                         "partition": np.zeros(n, dtype=np.int64),
-                         "received_ns": np.zeros(n, dtype=np.int64),
-                         "kafka_ts_ms": np.zeros(n, dtype=np.int64)})
+    z = np.zeros(n, dtype=np.int64)
+    nulls = np.arange(start, start + n) % 2 == 0  # an optional field: every other row null
+    return EventBatch({"event_id": o, "amount": np.zeros(n), "note": np.where(nulls, None, "x").astype(object)},
+                      {"note": nulls}, key=np.full(n, None, dtype=object), topic=np.full(n, "t", dtype=object),
+                      partition=z, offset=np.arange(start, start + n, dtype=np.int64), received_ns=z, kafka_ts_ms=z)
 
 
 def test_flush_at_max_batch_and_keeps_order() -> None:
@@ -24,6 +22,8 @@ def test_flush_at_max_batch_and_keeps_order() -> None:
     b.add(make(3, 3), now_ns=0)
     out = b.ready(0)
     assert out is not None and out.offset.tolist() == [0, 1, 2, 3]
+    assert out.column("event_id").tolist() == ["e0", "e1", "e2", "e3"]
+    assert out.null_mask("note").tolist() == [True, False, True, False]  # type: ignore[union-attr]
     assert len(b) == 2
     assert b.ready(0) is None  # remainder waits for time or size
 

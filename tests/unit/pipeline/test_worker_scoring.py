@@ -5,6 +5,7 @@ Covers the batch contract: exactly one decision per event, whatever fails.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from workers.pipeline.worker import Worker
 
 
 class FakeReader:
+    join_keys = ["card_id", "merchant_id"]
+
     def __init__(self, n_numeric: int) -> None:
         self.n = n_numeric
         self.calls = 0
@@ -52,7 +55,7 @@ class FakeEngine:
         if self.fail:
             raise RuntimeError("GPU fell off the bus")
         self.rows.append(x.shape[0])
-        return np.full(x.shape[0], 0.01, dtype=np.float32)
+        return np.full((x.shape[0], 2), 0.01, dtype=np.float32)  # class probabilities of a binary model
 
     def describe(self) -> dict[str, Any]:
         return {}
@@ -85,8 +88,7 @@ def _batch(topology: Topology, n: int, ts: list[int] | None = None) -> EventBatc
     b, dead = d.decode([FakeMessage(orjson.dumps(good_event(i)), _offset=i) for i in range(n)])
     assert not dead
     if ts is not None:
-        b = EventBatch(**{**{k: getattr(b, k) for k in EventBatch.__dataclass_fields__},
-                          "kafka_ts_ms": np.asarray(ts, dtype=np.int64)})
+        b = dataclasses.replace(b, kafka_ts_ms=np.asarray(ts, dtype=np.int64))
     return b
 
 
@@ -110,7 +112,7 @@ def test_expired_rows_fall_back_without_features_or_engine(topology: Topology) -
     recs = {r.source.offset: r for r in _records(sink)}
     assert sorted(recs) == [0, 1, 2, 3]
     assert recs[0].flags == ["fallback:deadline"] and recs[0].score is None
-    assert recs[0].verdict == topology.policy.fallback_verdict
+    assert recs[0].verdict == topology.decision.fallback_verdict
     assert recs[1].score is not None and recs[1].flags == []
     assert engine.rows == [2]  # only the live rows reached the engine
 
@@ -133,19 +135,17 @@ def test_engine_failure_gives_fallback_for_every_row(topology: Topology) -> None
 
 def test_one_bad_row_does_not_fail_its_batch(topology: Topology,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """featurize never emits NaN today; the worker's guard is defence in depth, tested here."""
-    from workers.model import featurize
-
-    real = featurize.assemble
+    """Assembly never emits NaN today; the worker's guard is defence in depth, tested here."""
+    engine = FakeEngine()
+    w, sink, reader = _worker(topology, engine)
+    real = w._assembler.assemble
 
     def with_nan_row(*args: Any) -> np.ndarray:  # type: ignore[type-arg]
         x = real(*args)
         x[1, 0] = np.nan
         return x
 
-    monkeypatch.setattr(featurize, "assemble", with_nan_row)
-    engine = FakeEngine()
-    w, sink, reader = _worker(topology, engine)
+    monkeypatch.setattr(w._assembler, "assemble", with_nan_row)
     w._score(_batch(topology, 3), reader, engine)  # type: ignore[arg-type]
     recs = {r.source.offset: r for r in _records(sink)}
     assert recs[1].flags == ["fallback:invalid_features"] and recs[1].score is None

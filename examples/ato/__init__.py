@@ -1,0 +1,1 @@
+"""Account-takeover (ATO) risk on login events: the second example pipeline."""
