@@ -3,7 +3,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
-TOPOLOGY ?= topologies/fraud.yaml
+# `make demo EXAMPLE=ato` runs the account-takeover pipeline (topologies/ato.yaml) instead of fraud.
+EXAMPLE ?= fraud
+TOPOLOGY ?= topologies/$(EXAMPLE).yaml
 COUNT   ?= 20000
 RATE    ?= 2000
 
@@ -40,7 +42,7 @@ test: install typecheck
 
 # `bench features` needs Redis with Feast data (setup); `bench engine` needs neither broker nor Redis.
 bench: setup
-	$(BIN)/streamscore bench features --json bench-results/features.json
+	$(BIN)/streamscore bench features --topology $(TOPOLOGY) --json bench-results/features.json
 	$(BIN)/streamscore bench engine --source synthetic --json bench-results/engine.json
 
 bench-engine: install

@@ -1,7 +1,8 @@
-"""Train the fraud MLP and export models/fraud_mlp/1/{model.onnx,manifest.json}.
+"""Train a model from its training spec: ``python models/train.py examples/fraud/train_v2.yaml``.
 
-Usage: python models/train.py [--seed 7] [--out models]. Same as `streamscore model train`;
-the implementation is workers/model/train.py.
+Same as `streamscore model train SPEC`; the implementation is workers/model/train.py. The specs
+of the committed models: examples/fraud/train_v1.yaml (fraud_mlp v1), examples/fraud/train_v2.yaml
+(fraud_gbm v2), examples/ato/train.yaml (ato_gbm v1).
 """
 
 import sys

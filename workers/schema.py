@@ -36,7 +36,8 @@ KAFKA_COLUMNS: dict[str, FieldType] = {
 }
 
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_\-]{0,63}"
-_PATH = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT}){{0,7}}$")
+PATH_PATTERN = rf"^{_SEGMENT}(\.{_SEGMENT}){{0,7}}$"  # field paths: names joined by '.', 8 levels at most
+_PATH = re.compile(PATH_PATTERN)
 
 
 class _Model(BaseModel):

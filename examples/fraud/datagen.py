@@ -15,7 +15,7 @@ How fraud arises here, so that the model has something true to learn:
   that logistic is high; ordinary rows can still be fraud, rarely.
 
 Velocity values per transaction are "as of just before it": over the card's transactions with
-``t_j`` in ``[t - W, t)``, the transaction itself excluded. A streaming job maintaining
+``t - W <= t_j <= t`` that came before it (equal times in input order), the transaction itself excluded. A streaming job maintaining
 ``card_velocity`` should use the same windows.
 
 Amounts are in one reference unit (think USD); ``currency`` is the currency of the country the
@@ -329,7 +329,7 @@ def _segment_cumsum(x: I64, lens: I64) -> I64:
 def velocity(card_idx: I64, t_ms: I64, merchant_idx: I64, amount: F64) -> dict[str, np.ndarray]:
     """The four per-card velocity values of each row, as of just before it (row excluded).
 
-    Windows are ``[t - W, t)`` over the same card's rows; rows of equal time count in input
+    Windows are ``t - W <= t_j <= t`` over the same card's earlier rows; rows of equal time count in input
     order. Vectorized: sorting plus ``searchsorted``, and a short loop over window depth for
     the distinct-merchant count.
     """

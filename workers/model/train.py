@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("streamscore").setLevel(logging.INFO)
+    logging.getLogger("feast").setLevel(logging.WARNING)  # "Registry cache expired" on every lookup
     spec = load_train_spec(args.spec)
     try:
         m = train(spec, out=args.out)

@@ -51,18 +51,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from workers.settings import PROJECT_ROOT, Settings, get_settings
 from workers.streaming.aggregates import (
     AggregationAppError,
     AggregationState,
     AggregationTopology,
     EventDecoder,
-    FeastRedisLayout,
     KeyState,
-    layout_from_registry,
     load_aggregation_topology,
-    timestamp_bytes,
 )
-from workers.settings import PROJECT_ROOT, Settings, get_settings
+from workers.streaming.feast_writer import FeastRedisLayout, layout_from_registry, timestamp_bytes
 
 log = logging.getLogger("streamscore.aggregation")
 

@@ -33,7 +33,8 @@ from workers.dev import stack as devstack
 from workers.features.feast_sdk import FeastSdkReader
 from workers.model.manifest import load_manifest
 from workers.settings import Settings
-from workers.streaming.aggregates import layout_from_registry, load_aggregation_topology
+from workers.streaming.aggregates import load_aggregation_topology
+from workers.streaming.feast_writer import layout_from_registry
 from workers.streaming.app import last_summary, spawn_aggregation, stop_aggregation
 
 pytestmark = pytest.mark.integration

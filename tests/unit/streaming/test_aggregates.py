@@ -24,14 +24,11 @@ from workers.streaming.aggregates import (
     DictStore,
     Event,
     EventDecoder,
-    FeastRedisLayout,
     WhereSpec,
-    feast_hash_field,
-    layout_for_view,
     load_aggregation_topology,
     parse_aggregation_topology,
-    timestamp_bytes,
 )
+from workers.streaming.feast_writer import FeastRedisLayout, feast_hash_field, layout_for_view, timestamp_bytes
 
 ROOT = Path(__file__).resolve().parents[3]
 MIN = 60_000
