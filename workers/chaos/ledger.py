@@ -73,8 +73,9 @@ def read_topic(settings: Settings, topic: str, *, read_committed: bool = False, 
                 if m.error() is not None:
                     continue
                 out.append(m)
-                if m.offset() + 1 >= ends[m.partition()]:
-                    done.add(m.partition())
+                off, part = m.offset(), m.partition()
+                if off is not None and part is not None and off + 1 >= ends[part]:
+                    done.add(part)
             # read_committed: aborted records and transaction markers never arrive; stop at the end
             for p in parts:
                 if p not in done:
