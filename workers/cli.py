@@ -8,6 +8,7 @@
     streamscore aggregate run TOPOLOGY [--stop-after-s S]   streaming aggregation job (Faust)
     streamscore model train SPEC | quantize ... | register ...
     streamscore schema decision|event TOPOLOGY            JSON Schema of a topology's records
+    streamscore chaos [--quick] [--scenario NAME] [--json F]   fault scenarios, counted
     streamscore bench features|engine|pipeline ...
 
 Imports are lazy so ``streamscore dev status`` does not load ONNX Runtime or Feast.
@@ -149,6 +150,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from workers.chaos.run import main as chaos_main
+
+    return chaos_main(args.rest)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "features":
         from workers.bench.features import main as bf
@@ -226,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("what", choices=["decision", "event"], help="which records")
     sc.add_argument("topology", help="topology file")
     sc.set_defaults(fn=cmd_schema)
+
+    ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)")
+    ch.add_argument("rest", nargs=argparse.REMAINDER)
+    ch.set_defaults(fn=cmd_chaos)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
     b.add_argument("what", choices=["features", "engine", "pipeline"])
