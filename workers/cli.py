@@ -8,6 +8,7 @@
     streamscore aggregate run TOPOLOGY [--stop-after-s S]   streaming aggregation job (Faust)
     streamscore model train SPEC | quantize ... | register ...
     streamscore schema decision|event TOPOLOGY            JSON Schema of a topology's records
+    streamscore tail [--topology FILE] [-n N] [--dead-letters]   newest decisions, as JSON lines
     streamscore chaos [--quick] [--scenario NAME] [--json F]   fault scenarios, counted
     streamscore bench features|engine|pipeline ...
 
@@ -150,6 +151,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tail(args: argparse.Namespace) -> int:
+    from workers.dev.tail import main as tail_main
+    from workers.settings import get_settings
+    from workers.topology import load_topology
+
+    return tail_main(load_topology(args.topology), get_settings(), args.count, args.dead_letters)
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from workers.chaos.run import main as chaos_main
 
@@ -233,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("what", choices=["decision", "event"], help="which records")
     sc.add_argument("topology", help="topology file")
     sc.set_defaults(fn=cmd_schema)
+
+    tl = sub.add_parser("tail", help="print a topology's newest decisions (or dead letters)", formatter_class=fmt)
+    tl.add_argument("--topology", default=DEFAULT_TOPOLOGY, help="whose output topic to read")
+    tl.add_argument("-n", "--count", type=int, default=5, help="how many records")
+    tl.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead")
+    tl.set_defaults(fn=cmd_tail)
 
     ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)")
     ch.add_argument("rest", nargs=argparse.REMAINDER)
