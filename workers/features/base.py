@@ -37,14 +37,19 @@ class FeatureReader(Protocol):
     def close(self) -> None: ...
 
 
+def no_features(n: int) -> OnlineFeatures:
+    """``n`` rows without any online feature (a model that reads event fields only)."""
+    return OnlineFeatures(np.empty((n, 0), np.float32), {}, {}, {})
+
+
 class NoFeatures:
-    """The reader of a topology without online features: nothing to fetch, no flags."""
+    """The reader of a topology without online features: nothing to fetch, no flags. The worker
+    does not call it (it has no entity columns to pass); ``no_features(n)`` is what it uses."""
 
     join_keys: list[str] = []
 
     def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
-        n = len(next(iter(entities.values()))) if entities else 0
-        return OnlineFeatures(np.empty((n, 0), np.float32), {}, {}, {})
+        return no_features(len(next(iter(entities.values()))) if entities else 0)
 
     def close(self) -> None:
         pass

@@ -35,7 +35,7 @@ from workers.pipeline.dispatch import ScoringStage
 from workers.engines import Engine, make_engine
 from workers.engines.base import default_buckets
 from workers.events import EventBatch, F32Array, OnlineFeatures
-from workers.features.base import FeatureReader
+from workers.features.base import FeatureReader, no_features
 from workers.features.factory import make_reader
 from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
@@ -312,7 +312,8 @@ class Worker:
                 return
         n = len(batch)
         t0 = time.perf_counter()
-        feats = reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
+        feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
+                 if self._entity_fields else no_features(n))
         t1 = time.perf_counter()
         if feats.degraded:
             self.stats.degraded += n
