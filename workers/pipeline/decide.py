@@ -105,6 +105,32 @@ class _Condition:
         return m & ~nulls if nulls is not None else m
 
 
+RowWriter = Callable[..., list[bytes]]
+
+
+def _row_writer(keys: Sequence[str]) -> RowWriter:
+    """The per-row loop of ``decide``, with the record's keys written as a dict display.
+
+    A decision's keys depend on the topology (its echoed fields), and building each row with
+    ``dict(zip(keys, row))`` costs ~40% more than a dict display (measured: 2.4 vs 1.7 µs a row
+    of 12 keys, which made decide the slowest stage). So the loop is compiled once per topology
+    from a template, as ``collections.namedtuple`` and ``dataclasses`` do: the keys enter it only
+    through ``repr`` (field paths, validated by the schema), the values only as parameters.
+    """
+    params = [f"a{i}" for i in range(len(keys))]
+    body = ", ".join(f"{k!r}: {p}" for k, p in zip(keys, params))
+    src = (
+        "def write_rows(cols, tp, pa, of, ts, q, head, dumps):\n"
+        f"    return [head + dumps(x) + b'}},' + dumps({{{body}, 'source': {{'topic': t, 'partition': p, "
+        "'offset': o, 'timestamp_ms': tt}})[1:]\n"
+        f"            for x, ({', '.join(params)},), t, p, o, tt in zip(q, zip(*cols), tp, pa, of, ts)]\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(src, "<streamscore decide row writer>", "exec"), namespace)  # noqa: S102
+    writer: RowWriter = namespace["write_rows"]
+    return writer
+
+
 class Decider:
     def __init__(
         self,
@@ -162,7 +188,8 @@ class Decider:
         self._schema_json = orjson.dumps(spec.schema_.tag)
         self._stage_json = orjson.dumps(stage)
         self._row_keys = (*self._echo, "score", *(("class",) if self._classes else ()), "verdict",
-                          "reasons", "flags", "rules", "decided_at_ms", "source")
+                          "reasons", "flags", "rules", "decided_at_ms")
+        self._write_rows = _row_writer(self._row_keys)
 
     # ---- scores and verdicts -----------------------------------------------------------------
     def head(self, out: F32Array) -> tuple[F32Array, npt.NDArray[np.intp] | None]:
@@ -283,11 +310,6 @@ class Decider:
             score_list[i] = None
         names = self._verdicts
         verdicts = [names[v] for v in verdict.tolist()]
-        sources = [
-            {"topic": tp, "partition": pa, "offset": of, "timestamp_ms": ts}
-            for tp, pa, of, ts in zip(batch.topic.tolist(), batch.partition.tolist(),
-                                       batch.offset.tolist(), batch.kafka_ts_ms.tolist())
-        ]
         cols: list[Sequence[Any]] = [*self._echo_lists(batch), score_list]
         if self._classes is not None:
             labels = self._classes
@@ -295,7 +317,7 @@ class Decider:
             for i in np.flatnonzero(nan).tolist():
                 cls_list[i] = None
             cols.append(cls_list)
-        cols += [verdicts, reasons, row_flags, rules, list(repeat(now_ms, n)), sources]
+        cols += [verdicts, reasons, row_flags, rules, list(repeat(now_ms, n))]
         # Fields equal for the whole batch are serialized once and spliced in front of each row.
         head = (
             b'{"schema":' + self._schema_json + b',"model":' + self._model_json
@@ -303,10 +325,8 @@ class Decider:
             + b',"timings_ms":' + orjson.dumps(timings_ms)[:-1]
             + (b',"in_worker":' if timings_ms else b'"in_worker":')
         )
-        dumps = orjson.dumps
-        keys = self._row_keys
-        values = [head + dumps(q) + b"}," + dumps(dict(zip(keys, row)))[1:]
-                  for q, row in zip(in_worker, zip(*cols))]
+        values = self._write_rows(cols, batch.topic.tolist(), batch.partition.tolist(), batch.offset.tolist(),
+                                  batch.kafka_ts_ms.tolist(), in_worker, head, orjson.dumps)
         counts = np.bincount(verdict, minlength=len(names))
         return Decided(
             keys=self._keys(batch),

@@ -104,7 +104,7 @@ class Worker:
         self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
         self._entity_fields = dict(topology.entities)  # Feast join key -> event field
         check_fit(self.manifest, topology)
-        self._assembler = Assembler(self.manifest.inputs, self.manifest.online_numeric)
+        self._assembler = Assembler(self.manifest.inputs, self.manifest.online_numeric, topology.input.schema_)
         self.sink: KafkaSink | None = None
         self.source: KafkaSource | None = None
         self._decider: Decider | None = None
