@@ -388,6 +388,10 @@ def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str
                     r.entry["decisions"] = cmp
                 r.max_phase = None if s.kind != "streamscore" or w != plan.workers[0] else r.max_phase
             runs.append(r)
+            # A long run that is stopped still leaves the systems measured so far.
+            (plan.run_dir / "e2e.partial.json").write_bytes(orjson.dumps(
+                {"machine": report.machine(load_start, os.getloadavg()), "partial": True,
+                 "systems": [x.entry for x in runs]}, option=orjson.OPT_INDENT_2))
     load_end = os.getloadavg()
     doc: dict[str, Any] = {
         "machine": report.machine(load_start, load_end),
