@@ -120,7 +120,8 @@ class SystemRun:
         self.pool = pool
         self.plan = plan
         self.progress = progress
-        slug = system.name.replace(":", "-")
+        # The topology is in every name: pass-through runs once per topology, on its own topics.
+        slug = system.name.replace(":", "-") if system.kind == "streamscore" else f"{system.kind}-{system.topology.id}"
         self.prefix = f"e2e-{plan.run_dir.name}-{slug}-w{workers}"
         self.group = f"{self.prefix}-g"
         self.src, self.out, self.dlq = create_topics(settings, system.topology, self.prefix)
