@@ -10,7 +10,7 @@
     streamscore schema decision|event TOPOLOGY            JSON Schema of a topology's records
     streamscore tail [--topology FILE] [-n N] [--dead-letters]   newest decisions, as JSON lines
     streamscore chaos [--quick] [--scenario NAME] [--json F]   fault scenarios, counted
-    streamscore bench features|engine|pipeline ...
+    streamscore bench features|engine|pipeline|e2e ...
 
 Imports are lazy so ``streamscore dev status`` does not load ONNX Runtime or Feast.
 """
@@ -175,6 +175,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from workers.bench.pipeline import main as bp
 
         return bp(args.rest)
+    if args.what == "e2e":
+        from workers.bench.e2e import main as b2e
+
+        return b2e(args.rest)
     from workers.bench.engine import main as be
 
     code2: int = be(args.rest)
@@ -254,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(fn=cmd_chaos)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
-    b.add_argument("what", choices=["features", "engine", "pipeline"])
+    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
     return p
