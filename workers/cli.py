@@ -69,14 +69,15 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workers.metrics import start_metrics_server
+    from workers.settings import get_settings
     from workers.topology import load_topology
     from workers.pipeline.worker import Worker
 
     t = load_topology(args.topology)
-    if args.metrics_port:
-        start_metrics_server(args.metrics_port)
     w = Worker(t, max_events=args.max_events, idle_exit_s=args.idle_exit_s)
+    port = get_settings().metrics_port if args.metrics_port is None else args.metrics_port
+    if port:
+        w.obs.serve(port)  # /readyz answers "not ready" until the worker is
     code = w.run()
     s = w.stats
     print(
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="streamscore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default WARNING)")
+    p.add_argument("--log-level", default="INFO",
+                   help="streamscore's log level: DEBUG, INFO, WARNING or ERROR (default INFO; "
+                        "other libraries log at WARNING unless DEBUG)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("dev", help="local Kafka + Redis stack", formatter_class=fmt)
@@ -208,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("topology", help="topology file, e.g. topologies/fraud.yaml")
     r.add_argument("--max-events", type=int, default=None, help="stop after this many inputs")
     r.add_argument("--idle-exit-s", type=float, default=None, help="stop after idle seconds")
-    r.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0 = off)")
+    r.add_argument("--metrics-port", type=int, default=None,
+                   help="serve /metrics, /healthz and /readyz on this port (0 = off; default: the "
+                        "STREAMSCORE_METRICS_PORT setting, itself 0)")
     r.set_defaults(fn=cmd_run)
 
     pr = sub.add_parser("produce", help="load producer for a topology's input topic", formatter_class=fmt)
@@ -266,9 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from workers.logs import setup_logging
+    from workers.observe.logs import setup_logging
+    from workers.settings import get_settings
 
-    setup_logging(args.log_level)
+    s = get_settings()
+    setup_logging(args.log_level, s.log_queue_max_records, s.log_format, s.secret_values())
     try:
         code: int = args.fn(args)
         return code

@@ -179,6 +179,7 @@ class DecisionSpec(_Model):
     rules: tuple[HardRuleSpec, ...] = ()
     echo: tuple[str, ...] = Field((), description="event fields copied into every decision")
     key: str = Field("_kafka.key", description="decision key: the input key or an event field")
+    trace_id: bool = Field(False, description="write the input's W3C trace id (traceparent header) as trace_id")
 
     @field_validator("verdicts", "bands", "rules", "echo", mode="before")
     @classmethod
@@ -210,6 +211,8 @@ class DecisionSpec(_Model):
             raise ValueError("band thresholds must not decrease")
         if len({r.name for r in self.rules}) != len(self.rules):
             raise ValueError("hard rule names must be unique")
+        if self.trace_id and "trace_id" in self.echo:
+            raise ValueError("trace_id: true writes the key trace_id; do not also echo a field of that name")
         return self
 
     def conditions(self) -> list[tuple[str, ConditionSpec]]:

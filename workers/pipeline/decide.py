@@ -30,6 +30,7 @@ import orjson
 
 from workers.events import BoolArray, EventBatch, F32Array, OnlineFeatures
 from workers.model.manifest import OutputSpec
+from workers.observe.traces import TRACE_COLUMN, trace_ids
 from workers.schema import KAFKA_KEY, EventSchema
 from workers.topology import ConditionSpec, DecisionSpec
 
@@ -187,7 +188,8 @@ class Decider:
         })
         self._schema_json = orjson.dumps(spec.schema_.tag)
         self._stage_json = orjson.dumps(stage)
-        self._row_keys = (*self._echo, "score", *(("class",) if self._classes else ()), "verdict",
+        self._trace_id = spec.trace_id
+        self._row_keys = (*self._echo, *(("trace_id",) if spec.trace_id else ()), "score", *(("class",) if self._classes else ()), "verdict",
                           "reasons", "flags", "rules", "decided_at_ms")
         self._write_rows = _row_writer(self._row_keys)
 
@@ -310,7 +312,10 @@ class Decider:
             score_list[i] = None
         names = self._verdicts
         verdicts = [names[v] for v in verdict.tolist()]
-        cols: list[Sequence[Any]] = [*self._echo_lists(batch), score_list]
+        cols: list[Sequence[Any]] = list(self._echo_lists(batch))
+        if self._trace_id:
+            cols.append(trace_ids(batch.fields.get(TRACE_COLUMN), n))
+        cols.append(score_list)
         if self._classes is not None:
             labels = self._classes
             cls_list: list[str | None] = [labels[c] for c in (classes.tolist() if classes is not None else [0] * n)]

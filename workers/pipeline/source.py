@@ -133,6 +133,10 @@ class KafkaSource:
                 log.warning("consumer error: %s", err)
         return good
 
+    def assignment(self) -> list[tuple[str, int]]:
+        """The assigned partitions (safe from any thread: the list is replaced, never changed)."""
+        return [(p.topic, p.partition) for p in self._assigned]
+
     @property
     def has_assignment(self) -> bool:
         return bool(self._assigned)

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from workers import metrics
 from workers.pipeline.batcher import Backpressure, MicroBatcher, expired
 from workers.pipeline.decide import Decider, ModelInfo
 from workers.pipeline.decode import Decoder
@@ -40,6 +39,8 @@ from workers.features.factory import make_reader
 from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
 from workers.model.manifest import ModelManifest, load_manifest
+from workers.observe.observer import Observer
+from workers.observe.status import Counts
 from workers.pipeline.offsets import OffsetTracker
 from workers.settings import Settings, get_settings
 from workers.pipeline.sink import KafkaSink
@@ -79,6 +80,7 @@ class Worker:
         progress_interval_s: float = 1.0,
         commit_interval_ms: int = 200,
         install_signals: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or get_settings()
@@ -110,6 +112,7 @@ class Worker:
         self._decider: Decider | None = None
         self.ready = threading.Event()
         self.error: str | None = None
+        self.obs = observer or Observer(topology, self.settings)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -117,6 +120,7 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping after in-flight work", signum)
+        self.obs.draining()
         self._stop.set()
 
     def _prepare(self) -> tuple[FeatureReader, Engine]:
@@ -134,8 +138,10 @@ class Worker:
             self.topology.model, self.settings.models_dir,
             max_batch=self.topology.batching.max_batch, output=self.manifest.output.name,
         )
+        t_warm = time.perf_counter()
         engine.load()
         engine.warm_up(default_buckets(self.topology.batching.max_batch))
+        warm_ms = (time.perf_counter() - t_warm) * 1e3
         self._decider = Decider(
             self.topology.id,
             self.topology.decision,
@@ -146,6 +152,8 @@ class Worker:
             ),
             self.topology.input.schema_,
         )
+        self.obs.prepared(self.manifest.name, str(self.manifest.version), self.topology.model.variant,
+                          engine.name, warm_ms)
         return reader, engine
 
     def run(self) -> int:
@@ -153,6 +161,8 @@ class Worker:
         self.sink = KafkaSink(self.topology, self.settings, self.tracker)
         self.source = KafkaSource(self.topology, self.settings, self.tracker, self._drain_for_revoke)
         self.source.check_broker()
+        self.obs.start(self.source.assignment, self._counts)
+        self.sink.on_acked = self.obs.metrics.acked
         if self._install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -173,6 +183,7 @@ class Worker:
             close = getattr(engine, "close", None)
             if callable(close):
                 close()
+            self.obs.close_server()
         return code
 
     # ---- consumer thread -------------------------------------------------------------------
@@ -191,6 +202,7 @@ class Worker:
             else:
                 # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
                 timeout = max(batcher.time_left_s(time.time_ns()), 0.001)
+            t_consume = time.perf_counter()
             msgs = src.consume(batcher.room(), timeout)
             now_wall = time.time_ns()
             if msgs or not src.has_assignment:
@@ -198,16 +210,16 @@ class Worker:
             if msgs:
                 if self.stats.first_msg_s is None:
                     self.stats.first_msg_s = time.monotonic()
+                t_decode = time.perf_counter()
+                parents = self.obs.consumed(msgs, t_decode - t_consume)
                 self._register(msgs)
                 batch, dead = self._decoder.decode(msgs)
+                batch, dead_parents = self.obs.decoded(msgs, parents, batch, dead,
+                                                       time.perf_counter() - t_decode)
                 if dead:
-                    reasons: dict[str, int] = defaultdict(int)
                     for d in dead:
-                        reasons[d.reason] += 1
-                    for r, c in reasons.items():
-                        self.stats.dead_reasons[r] += c
-                        metrics.DEAD_LETTERS.labels(self.topology.id, r).inc(c)
-                    sink.send_dead_letters(dead)
+                        self.stats.dead_reasons[d.reason] += 1
+                    sink.send_dead_letters(dead, dead_parents)
             ready = batcher.offer(batch, now_wall) if msgs else batcher.ready(time.time_ns())
             while ready is not None:
                 self._enqueue(ready)
@@ -219,9 +231,11 @@ class Worker:
                 src.resume()
             self.stats.paused_times = self._backpressure.pauses
             sink.poll(0)
+            self.obs.loop(stage.qsize(), len(src.assignment()) if src.paused else 0, self.tracker.in_flight())
             now = time.monotonic_ns()
             if now - last_commit >= self._commit_interval_ns:
-                src.commit()
+                if src.commit():
+                    self.obs.committed((time.monotonic_ns() - now) / 1e9)
                 last_commit = now
             if self.tracker.failed or stage.failed:
                 self.error = (self.tracker.failed or stage.failed)[0]
@@ -247,7 +261,6 @@ class Worker:
         for tp, offs in by_tp.items():
             self.tracker.register(tp, offs)
         self.stats.consumed += len(msgs)
-        metrics.EVENTS.labels(self.topology.id).inc(len(msgs))
 
     def _enqueue(self, batch: EventBatch) -> None:
         assert self.sink is not None and self.source is not None and self._stage is not None
@@ -266,12 +279,19 @@ class Worker:
         if self.sink is not None:
             self.sink.flush(30.0)
 
+    def _counts(self) -> Counts:
+        s = self.sink
+        return Counts(self.stats.consumed, s.acked_decisions if s else 0, s.acked_dead if s else 0,
+                      self.stats.degraded, self.stats.fallbacks,
+                      self.obs.lag.total() if self.obs.lag else None, bool(self.source and self.source.paused))
+
     def done_count(self) -> int:
         s = self.sink
         return 0 if s is None else s.acked_decisions + s.acked_dead
 
     def _shutdown(self, stage: ScoringStage) -> int:
         assert self.source is not None and self.sink is not None
+        self.obs.draining()
         if self.error is None:
             for b in self._batcher.drain(time.time_ns()):
                 self._enqueue(b)
@@ -283,11 +303,14 @@ class Worker:
         if self.tracker.failed and self.error is None:
             self.error = self.tracker.failed[0]
         self.stats.last_ack_s = time.monotonic()
-        self.source.commit(retry_s=30.0)
+        committed = self.source.commit(retry_s=30.0)
         if self.tracker.committable() and self.error is None:
             # Decisions were delivered; their offsets were not committed: a restart redelivers.
             self.error = "the final offset commit failed; decisions may repeat after a restart"
         self.source.close()
+        self.obs.stopped({"consumed": self.stats.consumed, "decisions": self.sink.acked_decisions,
+                          "dead_letters": self.sink.acked_dead, "unacknowledged": left,
+                          "partitions_committed": committed, "error": self.error})
         if self._progress:
             self._progress(self)
         if self.error:
@@ -311,10 +334,12 @@ class Worker:
             if len(batch) == 0:
                 return
         n = len(batch)
+        span = self.obs.batch_started(batch)
         t0 = time.perf_counter()
         feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
                  if self._entity_fields else no_features(n))
         t1 = time.perf_counter()
+        self.obs.features(n, feats)
         if feats.degraded:
             self.stats.degraded += n
         x = self._assembler.assemble(batch, feats)
@@ -342,33 +367,33 @@ class Worker:
             "assemble": round((t2 - t1) * 1e3, 3),
             "inference": round((t3 - t2) * 1e3, 3),
         }
-        self._emit(batch, out, x, feats, why, timings)
+        emitted = self._emit(batch, out, x, feats, why, timings, span)
         elapsed = time.perf_counter() - t0
         self.stats.batch_ms.append(elapsed * 1e3)
-        metrics.BATCH_SECONDS.labels(self.topology.id).observe(elapsed)
+        self.obs.batch_scored(span, n, elapsed, {**timings, **emitted})
         for k, v in timings.items():
             self.stats.stage_ms[k] += v
 
     def _emit(self, batch: EventBatch, out: F32Array | None, x: F32Array | None,
               feats: OnlineFeatures | None, why: Sequence[str | None],
-              timings: dict[str, float]) -> None:
-        """``out``: the engine's output [n, k] (NaN rows unscored); None: no row was scored."""
+              timings: dict[str, float], span: Any = None) -> dict[str, float]:
+        """``out``: the engine's output [n, k] (NaN rows unscored); None: no row was scored.
+        Returns the decide and produce times (ms)."""
         assert self._decider is not None and self.sink is not None
         n = len(batch)
         t = time.perf_counter()
         d = self._decider.decide(batch, out, x, feats, why, timings)
-        self.stats.stage_ms["decide"] += (time.perf_counter() - t) * 1e3
+        t_send = time.perf_counter()
+        self.stats.stage_ms["decide"] += (t_send - t) * 1e3
         if len(d.values) != n:  # the batch contract: exactly one decision per event
             raise RuntimeError(f"decide produced {len(d.values)} records for {n} events")
         self.sink.send_decisions(
             d.keys, d.values, batch.topic.tolist(), batch.partition.tolist(),
-            batch.offset.tolist(), batch.kafka_ts_ms.tolist(),
+            batch.offset.tolist(), batch.kafka_ts_ms.tolist(), self.obs.outgoing(batch, span),
         )
         self.stats.batches += 1
         self.stats.fallbacks += d.fallbacks
-        if d.fallbacks:
-            metrics.FALLBACKS.labels(self.topology.id).inc(d.fallbacks)
         for k, v in d.verdict_counts.items():
             self.stats.verdicts[k] += v
-            if v:
-                metrics.DECISIONS.labels(self.topology.id, k).inc(v)
+        self.obs.decided(d.values, d.verdict_counts, why, d.fallbacks)
+        return {"decide": (t_send - t) * 1e3, "produce": (time.perf_counter() - t_send) * 1e3}

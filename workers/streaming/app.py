@@ -420,7 +420,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     from workers.errors import is_user_error
-    from workers.logs import setup_logging
+    from workers.observe.logs import setup_logging
 
     setup_logging(args.log_level)
     try:
