@@ -88,13 +88,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _preflight(kafka: bool, redis: bool) -> None:
+    """One clear message, not librdkafka's retries, when the broker or Redis is not there."""
+    from workers.preflight import check_kafka, check_redis
+    from workers.settings import get_settings
+
+    if kafka:
+        check_kafka(get_settings())
+    if redis:
+        check_redis(get_settings())
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from workers.dev.producer import produce
     from workers.settings import get_settings
     from workers.topology import load_topology
 
+    topology = load_topology(args.topology)
+    _preflight(kafka=True, redis=False)
     r = produce(
-        load_topology(args.topology), get_settings(), rate=args.rate, count=args.count,
+        topology, get_settings(), rate=args.rate, count=args.count,
         malformed_fraction=args.malformed_fraction, seed=args.seed,
     )
     print(
@@ -107,6 +120,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.dev.demo import run_demo
+    from workers.topology import load_topology
+
+    _preflight(kafka=True, redis=load_topology(args.topology).features is not None)
 
     return run_demo(args.topology, count=args.count, rate=args.rate,
                     malformed_fraction=args.malformed_fraction, json_path=args.json,
@@ -167,6 +183,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what != "engine" and not any(a in ("-h", "--help") for a in args.rest):
+        _preflight(kafka=args.what != "features", redis=True)
     if args.what == "features":
         from workers.bench.features import main as bf
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,10 +64,13 @@ class LagMonitor:
             gone = set(self._lag) - set(lag)
             self._lag = lag
         for t, p in gone:  # a revoked partition is another worker's to report
-            try:
-                metrics.LAG.remove(self._stage, t, str(p))
-            except KeyError:
-                pass
+            with warnings.catch_warnings():
+                # Feast's import sets PROMETHEUS_MULTIPROC_DIR; our metrics are in-process all the same.
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    metrics.LAG.remove(self._stage, t, str(p))
+                except KeyError:
+                    pass
         for (t, p), v in lag.items():
             metrics.LAG.labels(self._stage, t, str(p)).set(v)
 

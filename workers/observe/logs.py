@@ -124,6 +124,7 @@ def setup_logging(level: str = "INFO", max_queued_records: int = 10_000, fmt: Lo
     logging.getLogger("workers").setLevel(lvl)
     _listener = logging.handlers.QueueListener(q, out, respect_handler_level=True)
     _listener.start()
+    logging.captureWarnings(True)
     atexit.register(stop_logging)
 
 

@@ -85,7 +85,8 @@ class StatusReporter:
                 "fallback_share": round((now.fallbacks - prev.fallbacks) / decided, 4) if decided else 0.0,
                 "paused": now.paused,
             }
-            log.info("status: %.0f events/s, e2e p99 <= %s ms, lag %s, degraded %.1f%%",
-                     fields["rate_per_s"], fields["e2e_p99_ms_at_most"], now.lag,
+            log.info("status: %.0f events/s, e2e p99 <= %s, lag %s, degraded %.1f%%",
+                     fields["rate_per_s"], "n/a" if p99 is None else f"{p99 * 1e3:g} ms",
+                     "n/a" if now.lag is None else now.lag,
                      100 * degraded, extra={"fields": fields})
             prev, prev_e2e, prev_t = now, e2e, t
