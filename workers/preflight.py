@@ -9,6 +9,7 @@ exit code 2, no traceback). ``quiet_logger`` is the logger such short-lived clie
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -29,7 +30,7 @@ def quiet_logger() -> logging.Logger:
 
 
 def check_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
-    conf: dict[str, object] = {**settings.kafka_client_config(), "logger": quiet_logger()}
+    conf: dict[str, Any] = {**settings.kafka_client_config(), "logger": quiet_logger()}
     admin = AdminClient(conf)
     try:
         admin.list_topics(timeout=timeout_s)
