@@ -260,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_aggregate)
 
     m = sub.add_parser("model", help="train, quantize or register models (each has --help)")
-    m.add_argument("action", choices=["train", "quantize", "register"])
-    m.add_argument("rest", nargs=argparse.REMAINDER)
+    m.add_argument("action", choices=["train", "quantize", "register"],
+                   help="train from a spec, make INT8/FP16 variants, or register a model trained elsewhere")
+    m.add_argument("rest", nargs=argparse.REMAINDER, help="the action's own options (see its --help)")
     m.set_defaults(fn=cmd_model)
 
     sc = sub.add_parser("schema", help="JSON Schema of a topology's decision records or input events",
@@ -277,12 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     tl.set_defaults(fn=cmd_tail)
 
     ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)")
-    ch.add_argument("rest", nargs=argparse.REMAINDER)
+    ch.add_argument("rest", nargs=argparse.REMAINDER, help="chaos options (see its --help)")
     ch.set_defaults(fn=cmd_chaos)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
-    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e"])
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e"],
+                   help="features: store reads; engine: inference alone; pipeline: worker vs pass-through; "
+                        "e2e: latency at offered rates, with peers")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
     b.set_defaults(fn=cmd_bench)
     return p
 

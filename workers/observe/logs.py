@@ -103,6 +103,11 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
             metrics.LOG_DROPPED.inc()
 
 
+class _Listener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        self.queue.put(self._sentinel, timeout=30)  # type: ignore[attr-defined]  # a full queue: wait for room
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -122,7 +127,7 @@ def setup_logging(level: str = "INFO", max_queued_records: int = 10_000, fmt: Lo
     root.handlers[:] = [DroppingQueueHandler(q)]
     root.setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
     logging.getLogger("workers").setLevel(lvl)
-    _listener = logging.handlers.QueueListener(q, out, respect_handler_level=True)
+    _listener = _Listener(q, out, respect_handler_level=True)
     _listener.start()
     logging.captureWarnings(True)
     atexit.register(stop_logging)
