@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from workers.events import EventBatch, OnlineFeatures
 from workers.observe import traces
 from workers.observe.audit import AuditLog
@@ -152,6 +155,10 @@ class Observer:
     def committed(self, seconds: float) -> None:
         self.metrics.step("commit", seconds)
 
+    def acked_hook(self) -> Callable[[npt.NDArray[np.float64]], None] | None:
+        """What the sink calls with the e2e latency (s) of each drained batch of acknowledgements."""
+        return self.metrics.acked
+
     # ---- scoring thread, once per batch --------------------------------------------------------
     def batch_started(self, batch: EventBatch) -> Any:
         return self.tracer.start(batch.fields.get(traces.TRACE_COLUMN), len(batch))
@@ -171,3 +178,40 @@ class Observer:
         self.metrics.decided(verdict_counts, why, fallbacks)
         if self.audit is not None:
             self.audit.submit(values)
+
+
+class QuietObserver(Observer):
+    """Metrics, traces and trace propagation off on the hot path (probes, logs and lag stay):
+    what ``streamscore bench pipeline --observe off`` measures their cost against."""
+
+    def consumed(self, messages: Sequence[Any], seconds: float) -> list[bytes | None] | None:
+        return None
+
+    def decoded(self, messages: Sequence[Any], parents: list[bytes | None] | None, batch: EventBatch,
+                dead: Sequence[Any], seconds: float) -> tuple[EventBatch, dict[tuple[str, int, int], bytes]]:
+        return batch, {}
+
+    def loop(self, queue_depth: int, paused_partitions: int, in_flight: int) -> None:
+        self.health.beat()
+
+    def committed(self, seconds: float) -> None:
+        pass
+
+    def acked_hook(self) -> Callable[[npt.NDArray[np.float64]], None] | None:
+        return None
+
+    def batch_started(self, batch: EventBatch) -> Any:
+        return None
+
+    def features(self, rows: int, feats: OnlineFeatures) -> None:
+        pass
+
+    def batch_scored(self, span: Any, rows: int, seconds: float, timings_ms: dict[str, float]) -> None:
+        pass
+
+    def outgoing(self, batch: EventBatch, span: Any) -> list[bytes | None] | None:
+        return None
+
+    def decided(self, values: list[bytes], verdict_counts: dict[str, int], why: Sequence[str | None],
+                fallbacks: int) -> None:
+        pass

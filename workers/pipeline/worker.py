@@ -162,7 +162,7 @@ class Worker:
         self.source = KafkaSource(self.topology, self.settings, self.tracker, self._drain_for_revoke)
         self.source.check_broker()
         self.obs.start(self.source.assignment, self._counts)
-        self.sink.on_acked = self.obs.metrics.acked
+        self.sink.on_acked = self.obs.acked_hook()
         if self._install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
