@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -148,6 +149,13 @@ class StageMetrics:
         self._in_flight = IN_FLIGHT.labels(stage)
         self._e2e_labels = (stage,)
         self.ready = READY.labels(stage)
+        self._children: dict[tuple[object, str], Any] = {}  # (metric, label) -> bound child
+
+    def _child(self, metric: Counter, label: str) -> Any:
+        c = self._children.get((metric, label))
+        if c is None:
+            c = self._children[(metric, label)] = metric.labels(self.stage, label)
+        return c
 
     def consumed(self, n: int) -> None:
         self._events.inc(n)
@@ -172,11 +180,11 @@ class StageMetrics:
         for view, mask in missing.items():
             k = int(np.count_nonzero(mask))
             if k:
-                MISSING.labels(self.stage, view).inc(k)
+                self._child(MISSING, view).inc(k)
         for view, mask in stale.items():
             k = int(np.count_nonzero(mask))
             if k:
-                STALE.labels(self.stage, view).inc(k)
+                self._child(STALE, view).inc(k)
         hits = extra.get("cache_hits")
         if hits:
             self._cache_hits.inc(hits)
@@ -188,7 +196,7 @@ class StageMetrics:
                 fallbacks: int) -> None:
         for verdict, c in verdict_counts.items():
             if c:
-                DECISIONS.labels(self.stage, verdict).inc(c)
+                self._child(DECISIONS, verdict).inc(c)
         if fallbacks:
             causes: dict[str, int] = {}
             for why in fallback_why:
@@ -196,11 +204,11 @@ class StageMetrics:
                     cause = why.partition(":")[0]  # engine_error:<Type> -> engine_error: bounded labels
                     causes[cause] = causes.get(cause, 0) + 1
             for cause, c in causes.items():
-                FALLBACKS.labels(self.stage, cause).inc(c)
+                self._child(FALLBACKS, cause).inc(c)
 
     def dead(self, reasons: dict[str, int]) -> None:
         for r, c in reasons.items():
-            DEAD_LETTERS.labels(self.stage, r).inc(c)
+            self._child(DEAD_LETTERS, r).inc(c)
 
     def acked(self, latency_s: npt.NDArray[np.float64]) -> None:
         E2E_SECONDS.observe_many(self._e2e_labels, latency_s)
