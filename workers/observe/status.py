@@ -48,6 +48,8 @@ class StatusReporter:
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="observe-status", daemon=True)
+        self._bounds = list(metrics.SECONDS_BUCKETS)
+        self._prev = (counts(), self._e2e_counts(), time.monotonic())
 
     def start(self) -> None:
         if self._interval_s > 0:
@@ -62,31 +64,32 @@ class StatusReporter:
         return metrics.E2E_SECONDS.counts((self._stage,))
 
     def _loop(self) -> None:
-        prev = self._counts()
-        prev_e2e = self._e2e_counts()
-        prev_t = time.monotonic()
-        bounds = list(metrics.SECONDS_BUCKETS)
         while not self._stop.wait(self._interval_s):
-            now = self._counts()
-            e2e = self._e2e_counts()
-            t = time.monotonic()
-            dt = max(t - prev_t, 1e-9)
-            decided = now.decisions - prev.decisions
-            p99 = bucket_quantile(bounds, e2e - prev_e2e, 0.99)
-            degraded = (now.degraded - prev.degraded) / decided if decided else 0.0
-            fields: dict[str, object] = {
-                "event": "status",
-                "rate_per_s": round((now.consumed - prev.consumed) / dt, 1),
-                "decisions_per_s": round(decided / dt, 1),
-                "dead_letters": now.dead_letters - prev.dead_letters,
-                "e2e_p99_ms_at_most": None if p99 is None else round(p99 * 1e3, 3),
-                "lag": now.lag,
-                "degraded_share": round(degraded, 4),
-                "fallback_share": round((now.fallbacks - prev.fallbacks) / decided, 4) if decided else 0.0,
-                "paused": now.paused,
-            }
-            log.info("status: %.0f events/s, e2e p99 <= %s, lag %s, degraded %.1f%%",
-                     fields["rate_per_s"], "n/a" if p99 is None else f"{p99 * 1e3:g} ms",
-                     "n/a" if now.lag is None else now.lag,
-                     100 * degraded, extra={"fields": fields})
-            prev, prev_e2e, prev_t = now, e2e, t
+            self.report()
+
+    def report(self) -> dict[str, object]:
+        """Log the status since the previous report (or since the reporter was made)."""
+        now = self._counts()
+        e2e = self._e2e_counts()
+        t = time.monotonic()
+        prev, prev_e2e, prev_t = self._prev
+        dt = max(t - prev_t, 1e-9)
+        decided = now.decisions - prev.decisions
+        p99 = bucket_quantile(self._bounds, e2e - prev_e2e, 0.99)
+        degraded = (now.degraded - prev.degraded) / decided if decided else 0.0
+        fields: dict[str, object] = {
+            "event": "status",
+            "rate_per_s": round((now.consumed - prev.consumed) / dt, 1),
+            "decisions_per_s": round(decided / dt, 1),
+            "dead_letters": now.dead_letters - prev.dead_letters,
+            "e2e_p99_ms_at_most": None if p99 is None else round(p99 * 1e3, 3),
+            "lag": now.lag,
+            "degraded_share": round(degraded, 4),
+            "fallback_share": round((now.fallbacks - prev.fallbacks) / decided, 4) if decided else 0.0,
+            "paused": now.paused,
+        }
+        log.info("status: %.0f events/s, e2e p99 <= %s, lag %s, degraded %.1f%%",
+                 fields["rate_per_s"], "n/a" if p99 is None else f"{p99 * 1e3:g} ms",
+                 "n/a" if now.lag is None else now.lag, 100 * degraded, extra={"fields": fields})
+        self._prev = (now, e2e, t)
+        return fields

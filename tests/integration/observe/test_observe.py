@@ -4,6 +4,7 @@ its decision, and the exposition checked by `promtool check metrics`."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import threading
@@ -18,6 +19,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from pydantic import SecretStr
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.integration.conftest import read_all
@@ -25,6 +27,7 @@ from workers.dev.producer import event_key, event_source, malformed
 from workers.events import ObjArray, OnlineFeatures
 from workers.features.factory import make_reader
 from workers.model.manifest import load_manifest
+from workers.observe.logs import setup_logging, stop_logging
 from workers.observe.observer import Observer
 from workers.observe.traces import BatchTracer
 from workers.pipeline.worker import Worker
@@ -117,9 +120,28 @@ def _produce(settings: Settings, t: Topology, n: int, traced_every: int = 2) -> 
     return sent
 
 
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+SASL_SECRET = "obs-sasl-secret-4711"
+Running = tuple[Worker, GatedReader, InMemorySpanExporter, Capture, threading.Thread]
+
+
 @pytest.fixture()
-def running(feature_store: Settings, traced: Topology) -> Iterator[tuple[Worker, GatedReader, InMemorySpanExporter]]:
-    settings = feature_store.model_copy(update={"probe_interval_s": 0.3, "status_interval_s": 1.0})
+def running(feature_store: Settings, traced: Topology) -> Iterator[Running]:
+    # SASL credentials on a PLAINTEXT broker: librdkafka ignores them, but every client gets them,
+    # so any path that logs a client's configuration would show the secret.
+    settings = feature_store.model_copy(update={"probe_interval_s": 0.3, "status_interval_s": 1.0,
+                                                "kafka_sasl_username": "obs-user",
+                                                "kafka_sasl_password": SecretStr(SASL_SECRET)})
+    cap = Capture()
+    setup_logging("INFO", handler=cap, secrets=settings.secret_values())
     manifest = load_manifest(settings.models_dir, traced.model.name, traced.model.version)
     reader = GatedReader(make_reader(traced, settings, manifest))
     spans = InMemorySpanExporter()
@@ -131,17 +153,18 @@ def running(feature_store: Settings, traced: Topology) -> Iterator[tuple[Worker,
     _wait(lambda: obs.server is not None and w.source is not None and w.source.has_assignment, 120,
           "the worker's partitions")
     try:
-        yield w, reader, spans
+        yield w, reader, spans, cap, th
     finally:
         reader.gate.set()
         w.stop()
         th.join(120)
+        stop_logging()
+        logging.getLogger().handlers[:] = []
 
 
 def test_metrics_health_lag_and_traces_of_a_live_worker(feature_store: Settings, traced: Topology,
-                                                         running: tuple[Worker, GatedReader, InMemorySpanExporter],
-                                                         tmp_path: Any) -> None:
-    w, reader, spans = running
+                                                         running: Running) -> None:
+    w, reader, spans, cap, th = running
     assert w.obs.server is not None
     port, stage = w.obs.server.port, traced.id
     _wait(lambda: _get(port, "/readyz")[0] == 200, 30, "/readyz to answer ready")
@@ -220,10 +243,22 @@ def test_metrics_health_lag_and_traces_of_a_live_worker(feature_store: Settings,
     assert linked <= traced_ids and len(linked) >= 0.9 * len(traced_ids)
     assert {s.name for s in finished} >= {stage, "features", "inference", "decide", "produce"}
 
+    # 4. What an operator reads in the logs: start, status lines, stop; and never a secret.
+    w.stop()
+    th.join(120)
+    records = [orjson.loads(line) for line in cap.lines]
+    events = [r.get("event") for r in records]
+    assert events.count("start") == 1 and events.count("stop") == 1
+    start = next(r for r in records if r.get("event") == "start")
+    assert start["model"] == "fraud_gbm" and start["engine"] == "onnxruntime-cpu" and start["partitions"]
+    stop = next(r for r in records if r.get("event") == "stop")
+    assert stop["decisions"] == n and stop["dead_letters"] == 1 and stop["unacknowledged"] == 0
+    assert any("assigned" in r["msg"] for r in records)
+    assert SASL_SECRET not in "\n".join(cap.lines) + text
 
-def test_readyz_is_false_while_draining(feature_store: Settings,
-                                        running: tuple[Worker, GatedReader, InMemorySpanExporter]) -> None:
-    w, _, _ = running
+
+def test_readyz_is_false_while_draining(feature_store: Settings, running: Running) -> None:
+    w, _, _, _, _ = running
     assert w.obs.server is not None
     port = w.obs.server.port
     _wait(lambda: _get(port, "/readyz")[0] == 200, 30, "/readyz to answer ready")

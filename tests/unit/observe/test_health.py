@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import orjson
+import pytest
 
 from workers.observe.health import Health, ObserveServer
 from workers.observe.status import bucket_quantile
@@ -73,3 +74,23 @@ def test_bucket_quantile_reads_like_histogram_quantile_upper_bounds() -> None:
     assert bucket_quantile(bounds, np.array([98, 1, 1, 0]), 0.99) == 0.01
     assert bucket_quantile(bounds, np.array([0, 0, 99, 1]), 0.99) == 0.1
     assert bucket_quantile(bounds, np.array([0, 0, 0, 5]), 0.5) == float("inf")
+
+
+def test_status_line_reports_the_interval_since_the_last_one(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from workers.observe.metrics import StageMetrics
+    from workers.observe.status import Counts, StatusReporter
+
+    state = {"c": Counts(0, 0, 0, 0, 0, None, False)}
+    m = StageMetrics("unit-status")
+    r = StatusReporter("unit-status", lambda: state["c"], interval_s=0)
+    state["c"] = Counts(1000, 990, 10, 99, 9, 42, False)
+    m.acked(np.full(990, 0.004))
+    with caplog.at_level(logging.INFO, logger="workers.status"):
+        f = r.report()
+    assert f["dead_letters"] == 10 and f["lag"] == 42 and f["e2e_p99_ms_at_most"] == 5.0
+    assert f["degraded_share"] == 0.1 and f["fallback_share"] == round(9 / 990, 4)
+    assert "lag 42" in caplog.text
+    f = r.report()  # nothing new since
+    assert f["dead_letters"] == 0 and f["e2e_p99_ms_at_most"] is None and f["degraded_share"] == 0.0
