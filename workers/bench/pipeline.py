@@ -150,8 +150,10 @@ def run_bench(n: int, topology_path: str, log_sink: str = "default", observe: st
         })
         w = Worker(t, settings, max_events=n, idle_exit_s=60, install_signals=False,
                    observer=_observer(observe, t, settings))
+        cpu0 = time.process_time()  # the process's CPU (all threads): steadier than wall time on a shared machine
         if w.run() != 0:
             raise RuntimeError(f"worker failed: {w.error}")
+        cpu_s = time.process_time() - cpu0
         st = w.stats
         worker_eps = n / ((st.last_ack_s or time.monotonic()) - (st.first_msg_s or st.started_s))
         batch = sorted(st.batch_ms)
@@ -163,6 +165,7 @@ def run_bench(n: int, topology_path: str, log_sink: str = "default", observe: st
             "reader": t.features.reader if t.features is not None else None,
             "passthrough_events_per_s": round(raw_eps, 1),
             "worker_events_per_s": round(worker_eps, 1),
+            "worker_cpu_us_per_event": round(cpu_s / n * 1e6, 2),
             "ratio": round(worker_eps / raw_eps, 3),
             "worker_batch_p50_ms": round(batch[len(batch) // 2], 3) if batch else None,
             "worker_batch_p99_ms": round(batch[int(len(batch) * 0.99)], 3) if batch else None,
@@ -198,7 +201,8 @@ def main(argv: list[str]) -> int:
     print(f"\nworker ({r['topology']}, model {r['model']}) vs raw Kafka pass-through, {r['events']} events, "
           f"max_batch {r['max_batch']}, reader {r['reader']}")
     print(f"  pass-through : {r['passthrough_events_per_s']:>10,.0f} events/s")
-    print(f"  worker       : {r['worker_events_per_s']:>10,.0f} events/s   (ratio {r['ratio']:.2f})")
+    print(f"  worker       : {r['worker_events_per_s']:>10,.0f} events/s   (ratio {r['ratio']:.2f}), "
+          f"{r['worker_cpu_us_per_event']} CPU µs/event (process, all threads, start-up included)")
     print(f"  worker micro-batch p50/p99: {r['worker_batch_p50_ms']} / {r['worker_batch_p99_ms']} ms")
     print(f"  log sink {r['log_sink']}, observe {r['observe']}, log records dropped "
           f"{r['log_records_dropped']}, slow sink wrote {r['slow_sink_records_written']}")
