@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -134,12 +135,13 @@ Running = tuple[Worker, GatedReader, InMemorySpanExporter, Capture, threading.Th
 
 
 @pytest.fixture()
-def running(feature_store: Settings, traced: Topology) -> Iterator[Running]:
+def running(feature_store: Settings, traced: Topology, tmp_path: Path) -> Iterator[Running]:
     # SASL credentials on a PLAINTEXT broker: librdkafka ignores them, but every client gets them,
     # so any path that logs a client's configuration would show the secret.
     settings = feature_store.model_copy(update={"probe_interval_s": 0.3, "status_interval_s": 1.0,
                                                 "kafka_sasl_username": "obs-user",
-                                                "kafka_sasl_password": SecretStr(SASL_SECRET)})
+                                                "kafka_sasl_password": SecretStr(SASL_SECRET),
+                                                "audit_path": tmp_path / "audit.jsonl"})
     cap = Capture()
     setup_logging("INFO", handler=cap, secrets=settings.secret_values())
     manifest = load_manifest(settings.models_dir, traced.model.name, traced.model.version)
@@ -255,6 +257,10 @@ def test_metrics_health_lag_and_traces_of_a_live_worker(feature_store: Settings,
     assert stop["decisions"] == n and stop["dead_letters"] == 1 and stop["unacknowledged"] == 0
     assert any("assigned" in r["msg"] for r in records)
     assert SASL_SECRET not in "\n".join(cap.lines) + text
+    # 5. The audit log holds every decision record, as produced.
+    assert w.settings.audit_path is not None
+    audited = w.settings.audit_path.read_bytes().splitlines()
+    assert sorted(audited) == sorted(m.value() for m in out)
 
 
 def test_readyz_is_false_while_draining(feature_store: Settings, running: Running) -> None:

@@ -39,7 +39,6 @@ def test_bulk_histogram_matches_prometheus_histogram() -> None:
     assert bulk.counts(("s",)).sum() == values.size
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is installed by .ci/run (Debian package prometheus)")
 def test_exposition_passes_promtool() -> None:
     m = StageMetrics("unit-promtool")
     m.consumed(3)
@@ -48,6 +47,7 @@ def test_exposition_passes_promtool() -> None:
     m.decided({"approve": 2, "review": 1}, [None, "engine_error:ValueError", None], 1)
     m.model_info("fraud_gbm", "2", "fp32", "onnxruntime-cpu", 250)
     text = generate_latest()
+    assert shutil.which("promtool"), "promtool not found: apt-get install -y prometheus (.ci/run installs it)"
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
 
