@@ -140,11 +140,6 @@ class ObserveServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="observe-http", daemon=True)
         self._thread.start()
 
-    def set_health(self, health: Health) -> None:
-        app = self._httpd.get_app()
-        assert isinstance(app, _App)
-        app._health = health
-
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()

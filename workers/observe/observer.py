@@ -74,9 +74,9 @@ class Observer:
                               timeout_s=min(5.0, s.probe_interval_s))
         checks: list[Callable[[], None]] = [self._probe_broker]
         if t.features is not None:
-            ping = redis_ping(s.redis_url, min(2.0, s.probe_interval_s))
-            checks.append(lambda: setattr(self.health, "store_ok", ping()))
-        checks.append(lambda: self.health.ready() and None)  # keeps streamscore_ready current
+            self._ping = redis_ping(s.redis_url, min(2.0, s.probe_interval_s))
+            checks.append(self._probe_store)
+        checks.append(self._refresh_ready)
         self._prober = Prober(checks, s.probe_interval_s)
         self._prober.start()
         self._status = StatusReporter(t.id, counts, s.status_interval_s)
@@ -89,6 +89,12 @@ class Observer:
     def _probe_broker(self) -> None:
         assert self.lag is not None
         self.health.broker_ok = self.lag.refresh()
+
+    def _probe_store(self) -> None:
+        self.health.store_ok = self._ping()
+
+    def _refresh_ready(self) -> None:
+        self.health.ready()  # keeps streamscore_ready current between /readyz requests
 
     def draining(self) -> None:
         self.health.draining = True
