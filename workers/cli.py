@@ -127,6 +127,10 @@ def cmd_model(args: argparse.Namespace) -> int:
         from workers.model.register import main as register_main
 
         return register_main(args.rest)
+    if args.action == "promote":
+        from workers.model.registry import main as promote_main
+
+        return promote_main(args.rest)
     from workers.model.quantize import main as quantize_main
 
     code: int = quantize_main(args.rest)
@@ -145,7 +149,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.what == "event":
         doc = event_json_schema(t.input.schema_)
     else:
-        m = load_manifest(get_settings().models_dir, t.model.name, t.model.version, verify_sha256=False)
+        from workers.model.registry import resolve
+
+        models = get_settings().models_dir
+        m = load_manifest(models, t.model.name, resolve(models, t.model.name, t.model.version),
+                          verify_sha256=False)
         doc = decision_json_schema(t, list(m.output.labels) if m.output.kind == "classes" else None)
     print(json.dumps(doc, indent=2))
     return 0
@@ -236,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stop-after-s", type=float, default=None, help="stop by itself after S seconds")
     v.set_defaults(fn=cmd_aggregate)
 
-    m = sub.add_parser("model", help="train, quantize or register models (each has --help)")
-    m.add_argument("action", choices=["train", "quantize", "register"])
+    m = sub.add_parser("model", help="train, quantize, register or promote models (each has --help)")
+    m.add_argument("action", choices=["train", "quantize", "register", "promote"])
     m.add_argument("rest", nargs=argparse.REMAINDER)
     m.set_defaults(fn=cmd_model)
 
