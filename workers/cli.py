@@ -183,6 +183,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from workers.bench.pipeline import main as bp
 
         return bp(args.rest)
+    if args.what == "cascade":
+        from workers.bench.cascade import main as bc
+
+        return bc(args.rest)
     if args.what == "e2e":
         from workers.bench.e2e import main as b2e
 
@@ -266,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(fn=cmd_chaos)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
-    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e"])
+    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e", "cascade"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
     return p
