@@ -39,7 +39,8 @@ def with_serving(t: Topology, **serving: Any) -> Topology:
     return t.model_copy(update={"serving": ServingSpec.model_validate(serving)})
 
 
-def produce(settings: Settings, t: Topology, n: int, seed: int = 21) -> list[dict[str, Any]]:
+def produce(settings: Settings, t: Topology, n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` events of the topology's generator; seed 7: the world whose features `setup` materialized."""
     p = Producer({**settings.kafka_client_config(), "linger.ms": 5})
     gen = event_source(t, seed, time.time_ns() // 1_000_000)
     out = []

@@ -35,7 +35,7 @@ def test_promote_under_load_loses_nothing(settings: Settings, models: Path, it_t
 
     def keep_producing() -> None:  # a steady stream for as long as the test needs one
         p = Producer({**settings.kafka_client_config(), "linger.ms": 5})
-        gen = event_source(t, 5, time.time_ns() // 1_000_000)
+        gen = event_source(t, 7, time.time_ns() // 1_000_000)  # the world `setup` materialized
         while not stop.is_set():
             for _ in range(100):
                 ev = dict(next(gen))
