@@ -6,7 +6,7 @@
     streamscore produce [--topology FILE] --rate R --count N [--malformed-fraction F]
     streamscore demo [--topology FILE] [--count N] [--rate R] [--no-streaming]
     streamscore aggregate run TOPOLOGY [--stop-after-s S]   streaming aggregation job (Faust)
-    streamscore model train SPEC | quantize ... | register ...
+    streamscore model train SPEC | quantize ... | register ... | promote NAME VERSION
     streamscore schema decision|event TOPOLOGY            JSON Schema of a topology's records
     streamscore tail [--topology FILE] [-n N] [--dead-letters]   newest decisions, as JSON lines
     streamscore chaos [--quick] [--scenario NAME] [--json F]   fault scenarios, counted
@@ -37,6 +37,7 @@ def _topics(topology_path: str) -> list[TopicSpec]:
         TopicSpec(t.input.topic, t.input.partitions),
         TopicSpec(t.output.topic, t.output.partitions),
         TopicSpec(t.dead_letter.topic, t.dead_letter.partitions),
+        *([TopicSpec(sh.topic, sh.partitions)] if (sh := t.serving.shadow) is not None else []),
     ]
 
 
