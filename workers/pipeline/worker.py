@@ -6,6 +6,8 @@ from a bounded queue and runs features, engine and decide, then produces decisio
 batch is assembled while the engine runs; when the queue is full the input partitions are paused.
 Small batches (``batching.inline_max_batch``) arriving while the scorer is idle are scored on the
 consumer thread instead, where a thread hand-off would cost more than scoring (``dispatch.py``).
+Which model scores which row (the live one, hot-swapped between batches; canary, cascade, shadow,
+prediction cache) is ``workers/serving/``'s business, from the topology's ``serving`` section.
 
 Every consumed message ends as exactly one decision or one dead letter; offsets are committed only
 after the broker acknowledged it (at-least-once). SIGINT/SIGTERM: stop consuming, score what is

@@ -112,5 +112,11 @@ class Serving:
         self.shadow.offer(batch, feats, live_scores, who)
 
     def close(self) -> None:
+        """Flush the shadow; release the engines of the models besides the live one."""
         if self.shadow is not None:
             self.shadow.close()
+        for m in (self.cascade.cheap if self.cascade else None, self.canary.model if self.canary else None,
+                  self.shadow.model if self.shadow else None):
+            close = getattr(m.engine, "close", None) if m is not None else None
+            if callable(close):
+                close()
