@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="model-watch", daemon=True)
         self.refusals: list[tuple[str, str]] = []  # (reason, message), newest last
+        self.load_s: list[float] = []  # per swap: load, checks and warm-up on this thread
 
     def start(self) -> None:
         self._thread.start()
@@ -113,6 +115,7 @@ class ModelWatcher:
             return False
         if signature == self._refused:
             return False
+        t0 = time.perf_counter()
         try:
             new = self._load(self._name, version)
         except ModelRefused as e:
@@ -123,8 +126,9 @@ class ModelWatcher:
         metrics.MODEL_SWAPS.labels(self._stage, m.name, str(m.version)).inc()
         metrics.LIVE_VERSION.labels(self._stage, old.manifest.name, str(old.manifest.version)).set(0)
         metrics.LIVE_VERSION.labels(self._stage, m.name, str(m.version)).set(1)
-        log.warning("live model swapped: %s -> %s (loaded, checked and warmed in the background)",
-                    old.label, new.label)
+        self.load_s.append(time.perf_counter() - t0)
+        log.warning("live model swapped: %s -> %s (loaded, checked and warmed in the background in %.2f s)",
+                    old.label, new.label, self.load_s[-1])
         return True
 
     def _refuse(self, signature: tuple[object, ...], reason: str, message: str, version: str) -> bool:
