@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.unit.serving.conftest import copy_version
 from workers.model.registry import promote
@@ -41,8 +42,11 @@ def test_promote_swaps_and_a_bad_model_is_refused_once(topology: Topology, model
     assert w.check_once() and live.current.label == "fraud_gbm v3"
     copy_version(models, "fraud_gbm", "2", "4", corrupt=True)
     (models / "fraud_gbm" / "LATEST").write_text("4\n")  # by hand: promote itself would refuse it
+    labels = {"stage": t.id, "model": "fraud_gbm", "version": "4", "reason": "checksum"}
+    before = REGISTRY.get_sample_value("streamscore_model_refused_total", labels) or 0.0
     assert not w.check_once() and live.current.label == "fraud_gbm v3"
     assert not w.check_once()
+    assert REGISTRY.get_sample_value("streamscore_model_refused_total", labels) == before + 1
     assert [r for r, _ in w.refusals] == ["checksum"]  # logged and counted once, not every poll
     assert "refused (checksum); still serving fraud_gbm v3" in caplog.text
 
