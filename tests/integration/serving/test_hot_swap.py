@@ -14,13 +14,13 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.integration.conftest import committed_offsets, end_offsets, read_all
-from tests.integration.serving.conftest import Running, copy_version, with_serving
+from tests.integration.serving.conftest import Running, copy_version, produce, with_serving
 from workers.dev.producer import event_key, event_source
 from workers.model.registry import promote
 from workers.pipeline.records import DecisionRecord
 from workers.pipeline.worker import Worker
 from workers.settings import Settings
-from workers.topology import Topology
+from workers.topology import Topology, load_topology
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,35 @@ def test_promote_under_load_loses_nothing(settings: Settings, models: Path, it_t
         assert set(seq[:first3]) <= {"2"} and set(seq[first3:]) <= {"3"}, f"partition {part} went back"
     assert versions == {"2", "3"}
     assert committed_offsets(settings, t.input.consumer_group, t.input.topic) == end_offsets(settings, t.input.topic)
+
+
+def test_editing_the_topology_file_swaps(settings: Settings, it_topology: Topology, tmp_path: Path,
+                                         running: list[Running]) -> None:
+    """The other way to move a worker: its topology file's `model.version` edited while it runs."""
+    root = Path(__file__).resolve().parents[3]
+    text = (root / "topologies" / "fraud.yaml").read_text()
+    for old, new in (("topic: transactions.dlq\n", f"topic: {it_topology.dead_letter.topic}\n"),
+                     ("topic: transactions\n", f"topic: {it_topology.input.topic}\n"),
+                     ("topic: decisions\n", f"topic: {it_topology.output.topic}\n"),
+                     ("consumer_group: streamscore-fraud\n", f"consumer_group: {it_topology.input.consumer_group}\n"),
+                     ("\ndev:", "\nserving:\n  reload: {poll_interval_ms: 100}\n\ndev:")):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "fraud.yaml"
+    path.write_text(text)
+    t = load_topology(path)
+    first = produce(settings, t, 1500)
+    r = Running(Worker(t, settings, install_signals=False))
+    running.append(r)
+    w = r.worker
+    r.wait_for(lambda: w.done_count() >= 500, "decisions by v2")
+    path.write_text(text.replace('version: "2" ', 'version: "3" '))
+    r.wait_for(lambda: w.live is not None and w.live.current.label == "fraud_gbm v3", "the swap to v3")
+    second = produce(settings, t, 1500)
+    assert r.finish(len(first) + len(second)) == 0
+    recs = [DecisionRecord.model_validate_json(m.value()) for m in read_all(settings, t.output.topic)]
+    assert len(recs) == len(first) + len(second)
+    assert {x.model.version for x in recs} == {"2", "3"}
+    by_id = {(x.model_extra or {})["event_id"]: x.model.version for x in recs}
+    assert len(by_id) == len(recs) and set(by_id) == {e["event_id"] for e in first + second}
+    assert all(by_id[e["event_id"]] == "3" for e in second)  # produced after the swap: decided by v3
