@@ -15,8 +15,7 @@ scoring thread reads it once at the start of a batch and uses that model for the
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +29,8 @@ from workers.pipeline.decide import Decider, DecisionError, ModelInfo
 from workers.serving.cache import PredictionCache
 from workers.topology import ModelSpec, Topology
 
-log = logging.getLogger(__name__)
-
-# (the topology's model spec for this model, its manifest) -> an engine, not yet loaded.
+# (the topology's model spec for this model, its manifest, max batch rows) -> an engine, not loaded.
+# `Worker(engine_factory=...)` takes one: how tests wrap an engine (a slow canary) without test code here.
 EngineFactory = Callable[[ModelSpec, ModelManifest, int], Engine]
 
 
@@ -171,7 +169,3 @@ class LiveModel:
 
 def layout_of(manifest: ModelManifest) -> FeatureLayout:
     return FeatureLayout(manifest.online_numeric, manifest.online_strings)
-
-
-def labels(models: Sequence[LoadedModel]) -> list[str]:
-    return [m.label for m in models]
