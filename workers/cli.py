@@ -6,7 +6,7 @@
     streamscore produce [--topology FILE] --rate R --count N [--malformed-fraction F]
     streamscore demo [--topology FILE] [--count N] [--rate R] [--no-streaming]
     streamscore aggregate run TOPOLOGY [--stop-after-s S]   streaming aggregation job (Faust)
-    streamscore model train SPEC | quantize ... | register ...
+    streamscore model train SPEC | quantize ... | register ... | promote NAME VERSION
     streamscore schema decision|event TOPOLOGY            JSON Schema of a topology's records
     streamscore tail [--topology FILE] [-n N] [--dead-letters]   newest decisions, as JSON lines
     streamscore chaos [--quick] [--scenario NAME] [--json F]   fault scenarios, counted
@@ -37,6 +37,7 @@ def _topics(topology_path: str) -> list[TopicSpec]:
         TopicSpec(t.input.topic, t.input.partitions),
         TopicSpec(t.output.topic, t.output.partitions),
         TopicSpec(t.dead_letter.topic, t.dead_letter.partitions),
+        *([TopicSpec(sh.topic, sh.partitions)] if (sh := t.serving.shadow) is not None else []),
     ]
 
 
@@ -144,6 +145,10 @@ def cmd_model(args: argparse.Namespace) -> int:
         from workers.model.register import main as register_main
 
         return register_main(args.rest)
+    if args.action == "promote":
+        from workers.model.registry import main as promote_main
+
+        return promote_main(args.rest)
     from workers.model.quantize import main as quantize_main
 
     code: int = quantize_main(args.rest)
@@ -162,7 +167,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.what == "event":
         doc = event_json_schema(t.input.schema_)
     else:
-        m = load_manifest(get_settings().models_dir, t.model.name, t.model.version, verify_sha256=False)
+        from workers.model.registry import resolve
+
+        models = get_settings().models_dir
+        m = load_manifest(models, t.model.name, resolve(models, t.model.name, t.model.version),
+                          verify_sha256=False)
         doc = decision_json_schema(t, list(m.output.labels) if m.output.kind == "classes" else None)
     print(json.dumps(doc, indent=2))
     return 0
@@ -184,7 +193,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what != "engine" and not any(a in ("-h", "--help") for a in args.rest):
-        _preflight(kafka=args.what != "features", redis=True)
+        _preflight(kafka=args.what in ("pipeline", "e2e"), redis=True)
     if args.what == "features":
         from workers.bench.features import main as bf
 
@@ -194,6 +203,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from workers.bench.pipeline import main as bp
 
         return bp(args.rest)
+    if args.what == "cascade":
+        from workers.bench.cascade import main as bc
+
+        return bc(args.rest)
     if args.what == "e2e":
         from workers.bench.e2e import main as b2e
 
@@ -259,9 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stop-after-s", type=float, default=None, help="stop by itself after S seconds")
     v.set_defaults(fn=cmd_aggregate)
 
-    m = sub.add_parser("model", help="train, quantize or register models (each has --help)")
-    m.add_argument("action", choices=["train", "quantize", "register"],
-                   help="train from a spec, make INT8/FP16 variants, or register a model trained elsewhere")
+    m = sub.add_parser("model", help="train, quantize, register or promote models (each has --help)")
+    m.add_argument("action", choices=["train", "quantize", "register", "promote"],
+                   help="train from a spec, make INT8/FP16 variants, register a model trained elsewhere, "
+                        "or promote a version")
     m.add_argument("rest", nargs=argparse.REMAINDER, help="the action's own options (see its --help)")
     m.set_defaults(fn=cmd_model)
 
@@ -282,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(fn=cmd_chaos)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
-    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e"],
+    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e", "cascade"],
                    help="features: store reads; engine: inference alone; pipeline: worker vs pass-through; "
-                        "e2e: latency at offered rates, with peers")
+                        "e2e: latency at offered rates, with peers; cascade: cheap-then-heavy models")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
     b.set_defaults(fn=cmd_bench)
     return p

@@ -11,11 +11,12 @@ def is_user_error(exc: BaseException) -> bool:
     from workers.model.manifest import ManifestError
     from workers.pipeline.source import SourceError
     from workers.preflight import ServiceUnreachable
+    from workers.serving.live import ModelRefused
     from workers.topology import TopologyError
     from workers.streaming.aggregates import AggregationAppError
 
     return isinstance(
         exc,
         (TopologyError, EngineError, SourceError, StackError, ManifestError, FeatureStoreError,
-         AggregationAppError, ServiceUnreachable),
+         AggregationAppError, ServiceUnreachable, ModelRefused),
     )

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workers.hooks import HOOK_PATTERN
 from workers.schema import EventSchema
+from workers.serving.spec import ServingSpec
 
 class TopologyError(ValueError):
     """A topology file could not be loaded; the message names file, line and key."""
@@ -73,7 +74,7 @@ class FeaturesSpec(_Model):
 
 class ModelSpec(_Model):
     name: str
-    version: str
+    version: str = Field(description="a version directory, or `latest` (workers/model/registry.py)")
     engine: Literal["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"] = "onnxruntime-cpu"
     variant: Literal["fp32", "int8", "fp16"] = "fp32"
     intra_op_threads: int = Field(1, ge=0, description="0 = let ONNX Runtime decide")
@@ -268,6 +269,7 @@ class Topology(_Model):
     model: ModelSpec
     batching: BatchingSpec = BatchingSpec()
     decision: DecisionSpec
+    serving: ServingSpec = ServingSpec()
     output: TopicSpec
     dead_letter: TopicSpec
     kafka: KafkaSpec = KafkaSpec()
@@ -291,6 +293,7 @@ class Topology(_Model):
         d = self.decision
         refs = [("decision.key", d.key)] + [(f"decision.echo[{i}]", f) for i, f in enumerate(d.echo)]
         refs += [(where, c.field) for where, c in d.conditions() if c.field is not None]
+        refs += self.serving.key_fields()
         refs += [(f"dev.{k}", v) for k, v in (("key_field", self.dev.key_field), ("time_field", self.dev.time_field))
                  if v is not None]
         for where, path in refs:

@@ -192,19 +192,12 @@ class StageMetrics:
         if misses:
             self._cache_misses.inc(misses)
 
-    def decided(self, verdict_counts: dict[str, int], fallback_why: Sequence[str | None],
-                fallbacks: int) -> None:
+    def decided(self, verdict_counts: dict[str, int], fallback_causes: dict[str, int]) -> None:
         for verdict, c in verdict_counts.items():
             if c:
                 self._child(DECISIONS, verdict).inc(c)
-        if fallbacks:
-            causes: dict[str, int] = {}
-            for why in fallback_why:
-                if why is not None:
-                    cause = why.partition(":")[0]  # engine_error:<Type> -> engine_error: bounded labels
-                    causes[cause] = causes.get(cause, 0) + 1
-            for cause, c in causes.items():
-                self._child(FALLBACKS, cause).inc(c)
+        for cause, c in fallback_causes.items():
+            self._child(FALLBACKS, cause).inc(c)
 
     def dead(self, reasons: dict[str, int]) -> None:
         for r, c in reasons.items():

@@ -179,9 +179,8 @@ class Observer:
     def outgoing(self, batch: EventBatch, span: Any) -> list[bytes | None] | None:
         return traces.outgoing(batch.fields.get(traces.TRACE_COLUMN), len(batch), span)
 
-    def decided(self, values: list[bytes], verdict_counts: dict[str, int], why: Sequence[str | None],
-                fallbacks: int) -> None:
-        self.metrics.decided(verdict_counts, why, fallbacks)
+    def decided(self, values: list[bytes], verdict_counts: dict[str, int], fallback_causes: dict[str, int]) -> None:
+        self.metrics.decided(verdict_counts, fallback_causes)
         if self.audit is not None:
             self.audit.submit(values)
 
@@ -218,6 +217,5 @@ class QuietObserver(Observer):
     def outgoing(self, batch: EventBatch, span: Any) -> list[bytes | None] | None:
         return None
 
-    def decided(self, values: list[bytes], verdict_counts: dict[str, int], why: Sequence[str | None],
-                fallbacks: int) -> None:
+    def decided(self, values: list[bytes], verdict_counts: dict[str, int], fallback_causes: dict[str, int]) -> None:
         pass

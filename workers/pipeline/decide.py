@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -73,6 +73,7 @@ class Decided:
     values: list[bytes]
     verdict_counts: dict[str, int]
     fallbacks: int
+    fallback_causes: dict[str, int] = field(default_factory=dict)  # deadline, engine_error, ...: rows
 
 
 class _Condition:
@@ -297,10 +298,13 @@ class Decider:
                 for j in np.flatnonzero(mask).tolist():
                     row_flags[j].append(f"stale:{view}")
         fallbacks = 0
+        causes: dict[str, int] = {}
         for i, why in enumerate(fallback_why):
             if why is not None:
                 row_flags[i].append(f"fallback:{why}")
                 fallbacks += 1
+                cause = why.partition(":")[0]  # engine_error:<Type> -> engine_error: bounded metric labels
+                causes[cause] = causes.get(cause, 0) + 1
         if flags_common:
             row_flags = [flags_common + f for f in row_flags]
         now_ns = time.time_ns()
@@ -338,4 +342,5 @@ class Decider:
             values=values,
             verdict_counts={names[k]: int(counts[k]) for k in range(len(names))},
             fallbacks=fallbacks,
+            fallback_causes=causes,
         )

@@ -6,6 +6,8 @@ from a bounded queue and runs features, engine and decide, then produces decisio
 batch is assembled while the engine runs; when the queue is full the input partitions are paused.
 Small batches (``batching.inline_max_batch``) arriving while the scorer is idle are scored on the
 consumer thread instead, where a thread hand-off would cost more than scoring (``dispatch.py``).
+Which model scores which row (the live one, hot-swapped between batches; canary, cascade, shadow,
+prediction cache) is ``workers/serving/``'s business, from the topology's ``serving`` section.
 
 Every consumed message ends as exactly one decision or one dead letter; offsets are committed only
 after the broker acknowledged it (at-least-once). SIGINT/SIGTERM: stop consuming, score what is
@@ -28,22 +30,26 @@ from typing import Any
 import numpy as np
 
 from workers.pipeline.batcher import Backpressure, MicroBatcher, expired
-from workers.pipeline.decide import Decider, ModelInfo
+from workers.pipeline.decide import Decided, Decider
 from workers.pipeline.decode import Decoder
 from workers.pipeline.dispatch import ScoringStage
-from workers.engines import Engine, make_engine
-from workers.engines.base import default_buckets
+from workers.engines import Engine
 from workers.events import EventBatch, F32Array, OnlineFeatures
 from workers.features.base import FeatureReader, no_features
 from workers.features.factory import make_reader
 from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
 from workers.model.manifest import ModelManifest, load_manifest
+from workers.model.registry import resolve
 from workers.observe.observer import Observer
 from workers.observe.status import Counts
 from workers.pipeline.offsets import OffsetTracker
+from workers.serving.live import EngineFactory, LiveModel, layout_of, load_model
+from workers.serving.reload import ModelWatcher
+from workers.serving.router import Serving
+from workers.serving.scoring import Part, decide_parts
 from workers.settings import Settings, get_settings
-from workers.pipeline.sink import KafkaSink
+from workers.pipeline.sink import KafkaSink, producer_config
 from workers.pipeline.source import KafkaSource
 from workers.topology import Topology, TopologyError
 
@@ -74,6 +80,7 @@ class Worker:
         *,
         reader: FeatureReader | None = None,
         engine: Engine | None = None,
+        engine_factory: EngineFactory | None = None,
         max_events: int | None = None,
         idle_exit_s: float | None = None,
         progress: Callable[[Worker], None] | None = None,
@@ -84,12 +91,17 @@ class Worker:
     ) -> None:
         self.topology = topology
         self.settings = settings or get_settings()
-        self.manifest: ModelManifest = load_manifest(
-            self.settings.models_dir, topology.model.name, topology.model.version,
+        models = self.settings.models_dir
+        self.manifest: ModelManifest = load_manifest(  # the model at start ("latest" resolved)
+            models, topology.model.name, resolve(models, topology.model.name, topology.model.version),
             variant=topology.model.variant,
         )
         self._reader = reader
         self._engine = engine
+        self._engine_factory = engine_factory
+        self.live: LiveModel | None = None
+        self.serving: Serving | None = None
+        self.watcher: ModelWatcher | None = None
         self._max_events = max_events
         self._idle_exit_s = idle_exit_s
         self._progress = progress
@@ -106,10 +118,8 @@ class Worker:
         self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
         self._entity_fields = dict(topology.entities)  # Feast join key -> event field
         check_fit(self.manifest, topology)
-        self._assembler = Assembler(self.manifest.inputs, self.manifest.online_numeric, topology.input.schema_)
         self.sink: KafkaSink | None = None
         self.source: KafkaSource | None = None
-        self._decider: Decider | None = None
         self.ready = threading.Event()
         self.error: str | None = None
         self.obs = observer or Observer(topology, self.settings)
@@ -134,27 +144,33 @@ class Worker:
         # of p99 on the scoring thread) from rescanning start-up objects.
         gc.collect()
         gc.freeze()
-        engine = self._engine or make_engine(
-            self.topology.model, self.settings.models_dir,
-            max_batch=self.topology.batching.max_batch, output=self.manifest.output.name,
-        )
-        t_warm = time.perf_counter()
-        engine.load()
-        engine.warm_up(default_buckets(self.topology.batching.max_batch))
-        warm_ms = (time.perf_counter() - t_warm) * 1e3
-        self._decider = Decider(
-            self.topology.id,
-            self.topology.decision,
-            self.manifest,
-            ModelInfo(
-                self.manifest.name, str(self.manifest.version), self.topology.model.variant,
-                engine.name,
-            ),
-            self.topology.input.schema_,
-        )
-        self.obs.prepared(self.manifest.name, str(self.manifest.version), self.topology.model.variant,
-                          engine.name, warm_ms)
-        return reader, engine
+        # The live model and every model of `serving` are loaded, checked and warmed here; the
+        # watcher swaps the live one later (workers/serving/). They read within what the reader fetches.
+        t, models, layout = self.topology, self.settings.models_dir, layout_of(self.manifest)
+        t_load = time.perf_counter()
+        first = load_model(t, models, t.model.name, str(self.manifest.version), None, engine=self._engine,
+                           engine_factory=self._engine_factory)
+        self.obs.prepared(first.manifest.name, str(first.manifest.version), t.model.variant, first.engine.name,
+                          (time.perf_counter() - t_load) * 1e3)
+        self.live = LiveModel(first)
+        self.serving = Serving.build(t, models, self.live, layout, self._engine_factory,
+                                     producer_config(t, self.settings))
+        if t.serving.reload.watch:
+            self.watcher = ModelWatcher(
+                t, models, self.live, lambda name, version: load_model(
+                    t, models, name, version, layout, engine_factory=self._engine_factory),
+                t.serving.reload.poll_interval_ms / 1e3)
+        return reader, first.engine
+
+    @property
+    def _assembler(self) -> Assembler:
+        assert self.live is not None
+        return self.live.current.assembler
+
+    @property
+    def _decider(self) -> Decider:
+        assert self.live is not None
+        return self.live.current.decider
 
     def run(self) -> int:
         reader, engine = self._prepare()
@@ -168,19 +184,25 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
         b = self.topology.batching
         self._stage = stage = ScoringStage(
-            lambda batch: self._score(batch, reader, engine), self._score_failed,
+            lambda batch: self._score(batch, reader), self._score_failed,
             max_inflight=b.max_inflight_batches, inline_max_batch=b.inline_max_batch,
             low_water=self._backpressure.low,
         )
         stage.start()
+        if self.watcher is not None:
+            self.watcher.start()
         self.source.subscribe()
         self.ready.set()
         try:
             self._consume_loop()
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
             code = self._shutdown(stage)
+            if self.serving is not None:
+                self.serving.close()
             reader.close()
-            close = getattr(engine, "close", None)
+            close = getattr(self.live.current.engine if self.live else engine, "close", None)
             if callable(close):
                 close()
             self.obs.close_server()
@@ -324,7 +346,8 @@ class Worker:
         log.error("scoring failed for a batch; sending fallback decisions", exc_info=exc)
         self._emit(batch, None, None, None, [f"internal_error:{type(exc).__name__}"] * len(batch), {})
 
-    def _score(self, batch: EventBatch, reader: FeatureReader, engine: Engine) -> None:
+    def _score(self, batch: EventBatch, reader: FeatureReader, engine: Engine | None = None) -> None:
+        """``engine`` is not used (the live model's engine scores); kept for existing callers."""
         late = expired(batch.kafka_ts_ms, self.topology.batching.deadline_ms,
                        time.time_ns() // 1_000_000)
         if late.any():
@@ -342,49 +365,37 @@ class Worker:
         self.obs.features(n, feats)
         if feats.degraded:
             self.stats.degraded += n
-        x = self._assembler.assemble(batch, feats)
-        bad = ~np.isfinite(x).all(axis=1)
-        why: list[str | None] = [None] * n
-        if bad.any():
-            x[bad] = 0.0
-            for i in np.flatnonzero(bad).tolist():
-                why[i] = "invalid_features"
+        assert self.serving is not None
+        # Assemble -> engine per model: the live one, or canary / cascade parts (workers/serving/).
+        scored = self.serving.score(batch, feats)
+        parts = self.serving.parts(scored, round((t1 - t0) * 1e3, 3))
         t2 = time.perf_counter()
-        width = self.manifest.output.width
-        try:
-            out = engine.infer(x)
-            if out.ndim != 2 or out.shape[0] != n:
-                raise RuntimeError(f"engine returned shape {out.shape} for {n} rows")
-        except Exception as exc:
-            log.exception("engine failed on a batch of %d", n)
-            out = np.full((n, width), np.nan, dtype=np.float32)
-            why = [f"engine_error:{type(exc).__name__}"] * n
-        out = out.astype(np.float32, copy=True)
-        out[bad] = np.nan
+        decided = decide_parts(batch, feats, parts)
         t3 = time.perf_counter()
-        timings = {
-            "features": round((t1 - t0) * 1e3, 3),
-            "assemble": round((t2 - t1) * 1e3, 3),
-            "inference": round((t3 - t2) * 1e3, 3),
-        }
-        emitted = self._emit(batch, out, x, feats, why, timings, span)
+        self.stats.stage_ms["decide"] += (t3 - t2) * 1e3
+        self._send(batch, decided, span)
+        t4 = time.perf_counter()
+        self.serving.after_decisions(batch, feats, scored)
         elapsed = time.perf_counter() - t0
         self.stats.batch_ms.append(elapsed * 1e3)
-        self.obs.batch_scored(span, n, elapsed, {**timings, **emitted})
-        for k, v in timings.items():
-            self.stats.stage_ms[k] += v
+        self.stats.stage_ms["features"] += (t1 - t0) * 1e3
+        steps = {"features": (t1 - t0) * 1e3}
+        for s in scored:
+            for k, v in s.timings.items():
+                self.stats.stage_ms[k] += v
+                steps[k] = steps.get(k, 0.0) + v
+        self.obs.batch_scored(span, n, elapsed, {**steps, "decide": (t3 - t2) * 1e3, "produce": (t4 - t3) * 1e3})
 
     def _emit(self, batch: EventBatch, out: F32Array | None, x: F32Array | None,
               feats: OnlineFeatures | None, why: Sequence[str | None],
-              timings: dict[str, float], span: Any = None) -> dict[str, float]:
-        """``out``: the engine's output [n, k] (NaN rows unscored); None: no row was scored.
-        Returns the decide and produce times (ms)."""
-        assert self._decider is not None and self.sink is not None
+              timings: dict[str, float]) -> None:
+        """Decisions by the live model; ``out``: its output [n, k] (NaN rows unscored); None: no row
+        was scored (fallbacks)."""
+        self._send(batch, decide_parts(batch, feats, [Part(self._decider, None, out, x, why, timings)]))
+
+    def _send(self, batch: EventBatch, d: Decided, span: Any = None) -> None:
+        assert self.sink is not None
         n = len(batch)
-        t = time.perf_counter()
-        d = self._decider.decide(batch, out, x, feats, why, timings)
-        t_send = time.perf_counter()
-        self.stats.stage_ms["decide"] += (t_send - t) * 1e3
         if len(d.values) != n:  # the batch contract: exactly one decision per event
             raise RuntimeError(f"decide produced {len(d.values)} records for {n} events")
         self.sink.send_decisions(
@@ -395,5 +406,4 @@ class Worker:
         self.stats.fallbacks += d.fallbacks
         for k, v in d.verdict_counts.items():
             self.stats.verdicts[k] += v
-        self.obs.decided(d.values, d.verdict_counts, why, d.fallbacks)
-        return {"decide": (t_send - t) * 1e3, "produce": (time.perf_counter() - t_send) * 1e3}
+        self.obs.decided(d.values, d.verdict_counts, d.fallback_causes)

@@ -44,7 +44,7 @@ def test_exposition_passes_promtool() -> None:
     m.consumed(3)
     m.acked(np.asarray([0.001, 0.2, 3.0]))
     m.scored(3, 0.004, {"features": 1.0, "assemble": 0.1, "inference": 2.0, "decide": 0.5, "produce": 0.2})
-    m.decided({"approve": 2, "review": 1}, [None, "engine_error:ValueError", None], 1)
+    m.decided({"approve": 2, "review": 1}, {"engine_error": 1})
     m.model_info("fraud_gbm", "2", "fp32", "onnxruntime-cpu", 250)
     text = generate_latest()
     assert shutil.which("promtool"), "promtool not found: apt-get install -y prometheus (.ci/run installs it)"
@@ -52,8 +52,8 @@ def test_exposition_passes_promtool() -> None:
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
 
 
-def test_fallbacks_are_counted_by_cause_without_the_exception_type() -> None:
+def test_fallbacks_are_counted_by_cause() -> None:
     m = StageMetrics("unit-fallbacks")
-    m.decided({"review": 3}, ["deadline", "engine_error:KeyError", "engine_error:ValueError"], 3)
+    m.decided({"review": 3}, {"deadline": 1, "engine_error": 2})
     assert FALLBACKS.labels("unit-fallbacks", "engine_error")._value.get() == 2
     assert FALLBACKS.labels("unit-fallbacks", "deadline")._value.get() == 1

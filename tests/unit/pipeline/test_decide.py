@@ -191,3 +191,10 @@ def test_trace_id_from_the_input_header_when_the_topology_asks(topology: Topolog
 def test_trace_id_and_an_echoed_trace_id_field_are_refused_together() -> None:
     with pytest.raises(ValueError, match="trace_id"):
         three_verdicts(trace_id=True, echo=["trace_id"])
+
+
+def test_fallback_causes_are_counted_without_the_exception_type(topology: Topology) -> None:
+    d = _decider(topology)
+    batch = _batch(topology, [good_event(i) for i in range(4)])
+    got = d.decide(batch, None, None, None, ["deadline", "engine_error:KeyError", "engine_error:ValueError", None], {})
+    assert got.fallbacks == 3 and got.fallback_causes == {"deadline": 1, "engine_error": 2}
