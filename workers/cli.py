@@ -70,14 +70,15 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workers.metrics import start_metrics_server
+    from workers.settings import get_settings
     from workers.topology import load_topology
     from workers.pipeline.worker import Worker
 
     t = load_topology(args.topology)
-    if args.metrics_port:
-        start_metrics_server(args.metrics_port)
     w = Worker(t, max_events=args.max_events, idle_exit_s=args.idle_exit_s)
+    port = get_settings().metrics_port if args.metrics_port is None else args.metrics_port
+    if port:
+        w.obs.serve(port)  # /readyz answers "not ready" until the worker is
     code = w.run()
     s = w.stats
     print(
@@ -88,13 +89,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _preflight(kafka: bool, redis: bool) -> None:
+    """One clear message, not librdkafka's retries, when the broker or Redis is not there."""
+    from workers.preflight import check_kafka, check_redis
+    from workers.settings import get_settings
+
+    if kafka:
+        check_kafka(get_settings())
+    if redis:
+        check_redis(get_settings())
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from workers.dev.producer import produce
     from workers.settings import get_settings
     from workers.topology import load_topology
 
+    topology = load_topology(args.topology)
+    _preflight(kafka=True, redis=False)
     r = produce(
-        load_topology(args.topology), get_settings(), rate=args.rate, count=args.count,
+        topology, get_settings(), rate=args.rate, count=args.count,
         malformed_fraction=args.malformed_fraction, seed=args.seed,
     )
     print(
@@ -107,6 +121,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.dev.demo import run_demo
+    from workers.topology import load_topology
+
+    _preflight(kafka=True, redis=load_topology(args.topology).features is not None)
 
     return run_demo(args.topology, count=args.count, rate=args.rate,
                     malformed_fraction=args.malformed_fraction, json_path=args.json,
@@ -175,6 +192,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what != "engine" and not any(a in ("-h", "--help") for a in args.rest):
+        _preflight(kafka=args.what in ("pipeline", "e2e"), redis=True)
     if args.what == "features":
         from workers.bench.features import main as bf
 
@@ -202,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="streamscore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default WARNING)")
+    p.add_argument("--log-level", default="INFO",
+                   help="streamscore's log level: DEBUG, INFO, WARNING or ERROR (default INFO; "
+                        "other libraries log at WARNING unless DEBUG)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("dev", help="local Kafka + Redis stack", formatter_class=fmt)
@@ -221,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("topology", help="topology file, e.g. topologies/fraud.yaml")
     r.add_argument("--max-events", type=int, default=None, help="stop after this many inputs")
     r.add_argument("--idle-exit-s", type=float, default=None, help="stop after idle seconds")
-    r.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0 = off)")
+    r.add_argument("--metrics-port", type=int, default=None,
+                   help="serve /metrics, /healthz and /readyz on this port (0 = off; default: the "
+                        "STREAMSCORE_METRICS_PORT setting, itself 0)")
     r.set_defaults(fn=cmd_run)
 
     pr = sub.add_parser("produce", help="load producer for a topology's input topic", formatter_class=fmt)
@@ -250,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_aggregate)
 
     m = sub.add_parser("model", help="train, quantize, register or promote models (each has --help)")
-    m.add_argument("action", choices=["train", "quantize", "register", "promote"])
-    m.add_argument("rest", nargs=argparse.REMAINDER)
+    m.add_argument("action", choices=["train", "quantize", "register", "promote"],
+                   help="train from a spec, make INT8/FP16 variants, register a model trained elsewhere, "
+                        "or promote a version")
+    m.add_argument("rest", nargs=argparse.REMAINDER, help="the action's own options (see its --help)")
     m.set_defaults(fn=cmd_model)
 
     sc = sub.add_parser("schema", help="JSON Schema of a topology's decision records or input events",
@@ -267,21 +292,25 @@ def build_parser() -> argparse.ArgumentParser:
     tl.set_defaults(fn=cmd_tail)
 
     ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)")
-    ch.add_argument("rest", nargs=argparse.REMAINDER)
+    ch.add_argument("rest", nargs=argparse.REMAINDER, help="chaos options (see its --help)")
     ch.set_defaults(fn=cmd_chaos)
 
     b = sub.add_parser("bench", help="benchmarks (print figures, write JSON; each has --help)")
-    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e", "cascade"])
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.add_argument("what", choices=["features", "engine", "pipeline", "e2e", "cascade"],
+                   help="features: store reads; engine: inference alone; pipeline: worker vs pass-through; "
+                        "e2e: latency at offered rates, with peers; cascade: cheap-then-heavy models")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (see its --help)")
     b.set_defaults(fn=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from workers.logs import setup_logging
+    from workers.observe.logs import setup_logging
+    from workers.settings import get_settings
 
-    setup_logging(args.log_level)
+    s = get_settings()
+    setup_logging(args.log_level, s.log_queue_max_records, s.log_format, s.secret_values())
     try:
         code: int = args.fn(args)
         return code

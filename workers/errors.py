@@ -10,6 +10,7 @@ def is_user_error(exc: BaseException) -> bool:
     from workers.features.base import FeatureStoreError
     from workers.model.manifest import ManifestError
     from workers.pipeline.source import SourceError
+    from workers.preflight import ServiceUnreachable
     from workers.serving.live import ModelRefused
     from workers.topology import TopologyError
     from workers.streaming.aggregates import AggregationAppError
@@ -17,5 +18,5 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(
         exc,
         (TopologyError, EngineError, SourceError, StackError, ManifestError, FeatureStoreError,
-         AggregationAppError, ModelRefused),
+         AggregationAppError, ServiceUnreachable, ModelRefused),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr
@@ -43,6 +44,30 @@ class Settings(BaseSettings):
 
     kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker")
     startup_timeout_s: float = Field(60.0, description="How long `dev up` waits for services")
+
+    # ---- what an operator sees (workers/observe) ----
+    metrics_addr: str = Field("0.0.0.0", description="address of /metrics, /healthz and /readyz")
+    metrics_port: int = Field(0, ge=0, le=65535, description="port of /metrics, /healthz, /readyz; 0 = off")
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line")
+    log_queue_max_records: int = Field(10_000, ge=1, description="log records queued; more are dropped")
+    status_interval_s: float = Field(10.0, ge=0, description="a status log line this often; 0 = off")
+    liveness_timeout_s: float = Field(30.0, gt=0, description="/healthz fails when the loop stalls this long")
+    probe_interval_s: float = Field(5.0, gt=0, description="broker, store and lag probes this often")
+    ready_when_degraded: bool = Field(False, description="/readyz stays ready while the store is down")
+    latency_budget_ms: float = Field(250.0, gt=0, description="e2e p99 budget (dashboard, alerts)")
+    trace_exporter: Literal["none", "otlp", "console"] = Field(
+        "none", description="batch spans: otlp (OTEL_EXPORTER_OTLP_* variables), console, or none")
+    audit_path: Path | None = Field(None, description="decision audit log file (JSON lines)")
+    audit_topic: str | None = Field(None, description="decision audit log topic")
+    audit_queue_max_batches: int = Field(64, ge=1, description="audit batches queued; more are dropped")
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process knows, for masking in logs."""
+        out = [s.get_secret_value() for s in (self.kafka_sasl_password, self.redis_password) if s is not None]
+        pw = urlparse(self.redis_url).password
+        if pw:
+            out.append(pw)
+        return out
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

@@ -180,6 +180,7 @@ class DecisionSpec(_Model):
     rules: tuple[HardRuleSpec, ...] = ()
     echo: tuple[str, ...] = Field((), description="event fields copied into every decision")
     key: str = Field("_kafka.key", description="decision key: the input key or an event field")
+    trace_id: bool = Field(False, description="write the input's W3C trace id (traceparent header) as trace_id")
 
     @field_validator("verdicts", "bands", "rules", "echo", mode="before")
     @classmethod
@@ -211,6 +212,8 @@ class DecisionSpec(_Model):
             raise ValueError("band thresholds must not decrease")
         if len({r.name for r in self.rules}) != len(self.rules):
             raise ValueError("hard rule names must be unique")
+        if self.trace_id and "trace_id" in self.echo:
+            raise ValueError("trace_id: true writes the key trace_id; do not also echo a field of that name")
         return self
 
     def conditions(self) -> list[tuple[str, ConditionSpec]]:
@@ -377,8 +380,28 @@ def read_yaml_model(path: str | Path, model: type[M], shape: str, example: str) 
 
 
 def parse_topology(text: str, path: Path) -> Topology:
-    return parse_yaml_model(text, path, Topology, "keys id, input, model, ...")
+    t = parse_yaml_model(text, path, Topology, "keys id, input, model, ...")
+    _check_kafka_properties(t, text, path)
+    return t
 
 
 def load_topology(path: str | Path) -> Topology:
-    return read_yaml_model(path, Topology, "keys id, input, model, ...", "topologies/fraud.yaml")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError(f"{p}: no such topology file (see topologies/fraud.yaml)") from None
+    return parse_topology(text, p)
+
+
+def _check_kafka_properties(t: Topology, text: str, path: Path) -> None:
+    """``kafka.consumer`` / ``kafka.producer`` as librdkafka reads them (``workers/kafka_props.py``)."""
+    from workers.kafka_props import check_properties
+
+    problems = [(kind, key, why) for kind, props in (("consumer", t.kafka.consumer), ("producer", t.kafka.producer))
+                for key, why in check_properties(kind, props)]  # type: ignore[arg-type]
+    if problems:
+        lines = _line_index(text)
+        raise TopologyError("\n".join(
+            f"{path}:{lines.get(('kafka', kind, key), lines.get(('kafka', kind), 1))}: kafka.{kind}.{key}: {why}"
+            for kind, key, why in problems))

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "workers"
 # Shared data types and settings: every stage may use them, they use no stage.
 FOUNDATION = {"workers.events", "workers.schema", "workers.settings", "workers.hooks", "workers.errors",
-              "workers.logs", "workers.metrics"}
+              "workers.observe"}
+# What an operator sees (metrics, traces, logs, health): every stage may report, none is reported to.
+FOUNDATION |= {f"workers.observe.{p.stem}" for p in (PKG / "observe").glob("*.py") if p.stem != "__init__"}
 STAGES = ("workers.pipeline", "workers.features", "workers.engines", "workers.model", "workers.streaming",
           "workers.dev", "workers.bench")
 

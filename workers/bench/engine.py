@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: <models_dir>/fraud_mlp/1/model.onnx")
     ap.add_argument("--seconds", type=float, default=None, help="time per figure (default 1.0)")
     ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads, engine and raw alike")
-    ap.add_argument("--heavy-cpu-max-batch", type=int, default=4096)
+    ap.add_argument("--heavy-cpu-max-batch", type=int, default=4096,
+                    help="largest batch the heavy model runs on CPU engines (default 4096)")
     ap.add_argument("--source", choices=["none", "synthetic"], default="none",
                     help="synthetic: also run events through batcher + engine + decide (e2e rows)")
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",

@@ -277,7 +277,8 @@ def main(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--quick", action="store_true", help="few calls per size (a smoke run, not figures)")
-    p.add_argument("--topology", default=str(PROJECT_ROOT / "topologies" / "fraud.yaml"))
+    p.add_argument("--topology", default=str(PROJECT_ROOT / "topologies" / "fraud.yaml"),
+                   help="whose feature service to read (default topologies/fraud.yaml)")
     p.add_argument("--seed", type=int, default=7, help="world seed (the one `setup` materialized)")
     args = p.parse_args(argv)
 

@@ -7,6 +7,7 @@ own core on a 2-core machine). Live progress is printed once a second.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -27,7 +28,7 @@ from workers.topology import Topology, load_topology
 
 def position_group_at_end(topology: Topology, settings: Settings, group: str) -> None:
     c = Consumer({**settings.kafka_client_config(), "group.id": group,
-                  "enable.auto.commit": False})
+                  "enable.auto.commit": False}, logger=logging.getLogger(__name__))
     try:
         md = c.list_topics(topology.input.topic, timeout=10)
         parts = md.topics[topology.input.topic].partitions

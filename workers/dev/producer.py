@@ -14,6 +14,7 @@ events. Malformed events are made from the schema (``malformed``) and cover the 
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -147,7 +148,7 @@ def produce(
         raise ValueError("--malformed-fraction must be between 0 and 1")
     rnd = random.Random(seed + 1)
     p = Producer({**settings.kafka_client_config(), "linger.ms": 5, "compression.type": "lz4",
-                  "enable.idempotence": True, "acks": "all"})
+                  "enable.idempotence": True, "acks": "all"}, logger=logging.getLogger(__name__))
     topic = topic or topology.input.topic
     report = ProduceReport()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ import orjson
 
 from workers.events import BoolArray, EventBatch, F32Array, OnlineFeatures
 from workers.model.manifest import OutputSpec
+from workers.observe.traces import TRACE_COLUMN, trace_ids
 from workers.schema import KAFKA_KEY, EventSchema
 from workers.topology import ConditionSpec, DecisionSpec
 
@@ -72,6 +73,7 @@ class Decided:
     values: list[bytes]
     verdict_counts: dict[str, int]
     fallbacks: int
+    fallback_causes: dict[str, int] = field(default_factory=dict)  # deadline, engine_error, ...: rows
 
 
 class _Condition:
@@ -187,7 +189,8 @@ class Decider:
         })
         self._schema_json = orjson.dumps(spec.schema_.tag)
         self._stage_json = orjson.dumps(stage)
-        self._row_keys = (*self._echo, "score", *(("class",) if self._classes else ()), "verdict",
+        self._trace_id = spec.trace_id
+        self._row_keys = (*self._echo, *(("trace_id",) if spec.trace_id else ()), "score", *(("class",) if self._classes else ()), "verdict",
                           "reasons", "flags", "rules", "decided_at_ms")
         self._write_rows = _row_writer(self._row_keys)
 
@@ -295,10 +298,13 @@ class Decider:
                 for j in np.flatnonzero(mask).tolist():
                     row_flags[j].append(f"stale:{view}")
         fallbacks = 0
+        causes: dict[str, int] = {}
         for i, why in enumerate(fallback_why):
             if why is not None:
                 row_flags[i].append(f"fallback:{why}")
                 fallbacks += 1
+                cause = why.partition(":")[0]  # engine_error:<Type> -> engine_error: bounded metric labels
+                causes[cause] = causes.get(cause, 0) + 1
         if flags_common:
             row_flags = [flags_common + f for f in row_flags]
         now_ns = time.time_ns()
@@ -310,7 +316,10 @@ class Decider:
             score_list[i] = None
         names = self._verdicts
         verdicts = [names[v] for v in verdict.tolist()]
-        cols: list[Sequence[Any]] = [*self._echo_lists(batch), score_list]
+        cols: list[Sequence[Any]] = list(self._echo_lists(batch))
+        if self._trace_id:
+            cols.append(trace_ids(batch.fields.get(TRACE_COLUMN), n))
+        cols.append(score_list)
         if self._classes is not None:
             labels = self._classes
             cls_list: list[str | None] = [labels[c] for c in (classes.tolist() if classes is not None else [0] * n)]
@@ -333,4 +342,5 @@ class Decider:
             values=values,
             verdict_counts={names[k]: int(counts[k]) for k in range(len(names))},
             fallbacks=fallbacks,
+            fallback_causes=causes,
         )

@@ -39,7 +39,8 @@ class SourceRefRecord(_Strict):
 
 
 class DecisionRecord(BaseModel):
-    """Output topic value (JSON). Echoed event fields are extra keys (``record.model_extra``)."""
+    """Output topic value (JSON). Echoed event fields are extra keys (``record.model_extra``), and so
+    is ``trace_id`` (the input's W3C trace id) in topologies with ``decision.trace_id: true``."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
@@ -82,6 +83,8 @@ def decision_json_schema(topology: Topology, class_labels: list[str] | None = No
                    "properties": {"topic": {"type": "string"}, "partition": {"type": "integer"},
                                   "offset": {"type": "integer"}, "timestamp_ms": {"type": "integer"}}},
     }
+    if d.trace_id:
+        props["trace_id"] = {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"}
     if class_labels is not None:
         props["class"] = {"enum": [*class_labels, None]}
     for path in d.echo:

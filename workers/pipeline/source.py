@@ -105,14 +105,15 @@ class KafkaSource:
         )
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        log.info("assigned %s", [(p.topic, p.partition) for p in parts])
+        log.info("assigned %s", [(p.topic, p.partition) for p in parts],
+                 extra={"fields": {"event": "assigned", "partitions": [p.partition for p in parts]}})
         self._assigned = list(parts)
         if self.paused:
             consumer.pause(parts)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
-        log.info("revoked %s", tps)
+        log.info("revoked %s", tps, extra={"fields": {"event": "revoked", "partitions": [p for _, p in tps]}})
         # Let in-flight work for these partitions finish and commit it before giving them up.
         self._on_revoke_cb(tps)
         self.commit(retry_s=10.0)
@@ -132,6 +133,10 @@ class KafkaSource:
                 self.errors += 1
                 log.warning("consumer error: %s", err)
         return good
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """The assigned partitions (safe from any thread: the list is replaced, never changed)."""
+        return [(p.topic, p.partition) for p in self._assigned]
 
     @property
     def has_assignment(self) -> bool:

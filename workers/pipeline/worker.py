@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from workers import metrics
 from workers.pipeline.batcher import Backpressure, MicroBatcher, expired
 from workers.pipeline.decide import Decided, Decider
 from workers.pipeline.decode import Decoder
@@ -42,6 +41,8 @@ from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
 from workers.model.manifest import ModelManifest, load_manifest
 from workers.model.registry import resolve
+from workers.observe.observer import Observer
+from workers.observe.status import Counts
 from workers.pipeline.offsets import OffsetTracker
 from workers.serving.live import EngineFactory, LiveModel, layout_of, load_model
 from workers.serving.reload import ModelWatcher
@@ -86,6 +87,7 @@ class Worker:
         progress_interval_s: float = 1.0,
         commit_interval_ms: int = 200,
         install_signals: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or get_settings()
@@ -120,6 +122,7 @@ class Worker:
         self.source: KafkaSource | None = None
         self.ready = threading.Event()
         self.error: str | None = None
+        self.obs = observer or Observer(topology, self.settings)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -127,6 +130,7 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping after in-flight work", signum)
+        self.obs.draining()
         self._stop.set()
 
     def _prepare(self) -> tuple[FeatureReader, Engine]:
@@ -143,8 +147,11 @@ class Worker:
         # The live model and every model of `serving` are loaded, checked and warmed here; the
         # watcher swaps the live one later (workers/serving/). They read within what the reader fetches.
         t, models, layout = self.topology, self.settings.models_dir, layout_of(self.manifest)
+        t_load = time.perf_counter()
         first = load_model(t, models, t.model.name, str(self.manifest.version), None, engine=self._engine,
                            engine_factory=self._engine_factory)
+        self.obs.prepared(first.manifest.name, str(first.manifest.version), t.model.variant, first.engine.name,
+                          (time.perf_counter() - t_load) * 1e3)
         self.live = LiveModel(first)
         self.serving = Serving.build(t, models, self.live, layout, self._engine_factory,
                                      producer_config(t, self.settings))
@@ -170,6 +177,8 @@ class Worker:
         self.sink = KafkaSink(self.topology, self.settings, self.tracker)
         self.source = KafkaSource(self.topology, self.settings, self.tracker, self._drain_for_revoke)
         self.source.check_broker()
+        self.obs.start(self.source.assignment, self._counts)
+        self.sink.on_acked = self.obs.acked_hook()
         if self._install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -196,6 +205,7 @@ class Worker:
             close = getattr(self.live.current.engine if self.live else engine, "close", None)
             if callable(close):
                 close()
+            self.obs.close_server()
         return code
 
     # ---- consumer thread -------------------------------------------------------------------
@@ -214,6 +224,7 @@ class Worker:
             else:
                 # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
                 timeout = max(batcher.time_left_s(time.time_ns()), 0.001)
+            t_consume = time.perf_counter()
             msgs = src.consume(batcher.room(), timeout)
             now_wall = time.time_ns()
             if msgs or not src.has_assignment:
@@ -221,16 +232,16 @@ class Worker:
             if msgs:
                 if self.stats.first_msg_s is None:
                     self.stats.first_msg_s = time.monotonic()
+                t_decode = time.perf_counter()
+                parents = self.obs.consumed(msgs, t_decode - t_consume)
                 self._register(msgs)
                 batch, dead = self._decoder.decode(msgs)
+                batch, dead_parents = self.obs.decoded(msgs, parents, batch, dead,
+                                                       time.perf_counter() - t_decode)
                 if dead:
-                    reasons: dict[str, int] = defaultdict(int)
                     for d in dead:
-                        reasons[d.reason] += 1
-                    for r, c in reasons.items():
-                        self.stats.dead_reasons[r] += c
-                        metrics.DEAD_LETTERS.labels(self.topology.id, r).inc(c)
-                    sink.send_dead_letters(dead)
+                        self.stats.dead_reasons[d.reason] += 1
+                    sink.send_dead_letters(dead, dead_parents)
             ready = batcher.offer(batch, now_wall) if msgs else batcher.ready(time.time_ns())
             while ready is not None:
                 self._enqueue(ready)
@@ -242,9 +253,11 @@ class Worker:
                 src.resume()
             self.stats.paused_times = self._backpressure.pauses
             sink.poll(0)
+            self.obs.loop(stage.qsize(), len(src.assignment()) if src.paused else 0, self.tracker.in_flight())
             now = time.monotonic_ns()
             if now - last_commit >= self._commit_interval_ns:
-                src.commit()
+                if src.commit():
+                    self.obs.committed((time.monotonic_ns() - now) / 1e9)
                 last_commit = now
             if self.tracker.failed or stage.failed:
                 self.error = (self.tracker.failed or stage.failed)[0]
@@ -270,7 +283,6 @@ class Worker:
         for tp, offs in by_tp.items():
             self.tracker.register(tp, offs)
         self.stats.consumed += len(msgs)
-        metrics.EVENTS.labels(self.topology.id).inc(len(msgs))
 
     def _enqueue(self, batch: EventBatch) -> None:
         assert self.sink is not None and self.source is not None and self._stage is not None
@@ -289,12 +301,19 @@ class Worker:
         if self.sink is not None:
             self.sink.flush(30.0)
 
+    def _counts(self) -> Counts:
+        s = self.sink
+        return Counts(self.stats.consumed, s.acked_decisions if s else 0, s.acked_dead if s else 0,
+                      self.stats.degraded, self.stats.fallbacks,
+                      self.obs.lag.total() if self.obs.lag else None, bool(self.source and self.source.paused))
+
     def done_count(self) -> int:
         s = self.sink
         return 0 if s is None else s.acked_decisions + s.acked_dead
 
     def _shutdown(self, stage: ScoringStage) -> int:
         assert self.source is not None and self.sink is not None
+        self.obs.draining()
         if self.error is None:
             for b in self._batcher.drain(time.time_ns()):
                 self._enqueue(b)
@@ -306,11 +325,14 @@ class Worker:
         if self.tracker.failed and self.error is None:
             self.error = self.tracker.failed[0]
         self.stats.last_ack_s = time.monotonic()
-        self.source.commit(retry_s=30.0)
+        committed = self.source.commit(retry_s=30.0)
         if self.tracker.committable() and self.error is None:
             # Decisions were delivered; their offsets were not committed: a restart redelivers.
             self.error = "the final offset commit failed; decisions may repeat after a restart"
         self.source.close()
+        self.obs.stopped({"consumed": self.stats.consumed, "decisions": self.sink.acked_decisions,
+                          "dead_letters": self.sink.acked_dead, "unacknowledged": left,
+                          "partitions_committed": committed, "error": self.error})
         if self._progress:
             self._progress(self)
         if self.error:
@@ -335,10 +357,12 @@ class Worker:
             if len(batch) == 0:
                 return
         n = len(batch)
+        span = self.obs.batch_started(batch)
         t0 = time.perf_counter()
         feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
                  if self._entity_fields else no_features(n))
         t1 = time.perf_counter()
+        self.obs.features(n, feats)
         if feats.degraded:
             self.stats.degraded += n
         assert self.serving is not None
@@ -347,16 +371,20 @@ class Worker:
         parts = self.serving.parts(scored, round((t1 - t0) * 1e3, 3))
         t2 = time.perf_counter()
         decided = decide_parts(batch, feats, parts)
-        self.stats.stage_ms["decide"] += (time.perf_counter() - t2) * 1e3
-        self._send(batch, decided)
+        t3 = time.perf_counter()
+        self.stats.stage_ms["decide"] += (t3 - t2) * 1e3
+        self._send(batch, decided, span)
+        t4 = time.perf_counter()
         self.serving.after_decisions(batch, feats, scored)
         elapsed = time.perf_counter() - t0
         self.stats.batch_ms.append(elapsed * 1e3)
-        metrics.BATCH_SECONDS.labels(self.topology.id).observe(elapsed)
         self.stats.stage_ms["features"] += (t1 - t0) * 1e3
+        steps = {"features": (t1 - t0) * 1e3}
         for s in scored:
             for k, v in s.timings.items():
                 self.stats.stage_ms[k] += v
+                steps[k] = steps.get(k, 0.0) + v
+        self.obs.batch_scored(span, n, elapsed, {**steps, "decide": (t3 - t2) * 1e3, "produce": (t4 - t3) * 1e3})
 
     def _emit(self, batch: EventBatch, out: F32Array | None, x: F32Array | None,
               feats: OnlineFeatures | None, why: Sequence[str | None],
@@ -365,20 +393,17 @@ class Worker:
         was scored (fallbacks)."""
         self._send(batch, decide_parts(batch, feats, [Part(self._decider, None, out, x, why, timings)]))
 
-    def _send(self, batch: EventBatch, d: Decided) -> None:
+    def _send(self, batch: EventBatch, d: Decided, span: Any = None) -> None:
         assert self.sink is not None
         n = len(batch)
         if len(d.values) != n:  # the batch contract: exactly one decision per event
             raise RuntimeError(f"decide produced {len(d.values)} records for {n} events")
         self.sink.send_decisions(
             d.keys, d.values, batch.topic.tolist(), batch.partition.tolist(),
-            batch.offset.tolist(), batch.kafka_ts_ms.tolist(),
+            batch.offset.tolist(), batch.kafka_ts_ms.tolist(), self.obs.outgoing(batch, span),
         )
         self.stats.batches += 1
         self.stats.fallbacks += d.fallbacks
-        if d.fallbacks:
-            metrics.FALLBACKS.labels(self.topology.id).inc(d.fallbacks)
         for k, v in d.verdict_counts.items():
             self.stats.verdicts[k] += v
-            if v:
-                metrics.DECISIONS.labels(self.topology.id, k).inc(v)
+        self.obs.decided(d.values, d.verdict_counts, d.fallback_causes)

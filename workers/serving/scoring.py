@@ -142,6 +142,7 @@ def decide_parts(batch: EventBatch, feats: OnlineFeatures | None, parts: Sequenc
     values: list[bytes] = [b""] * n
     counts: dict[str, int] = {}
     fallbacks = 0
+    causes: dict[str, int] = {}
     covered = 0
     for p in parts:
         assert p.rows is not None, "a batch split between models names each part's rows"
@@ -155,7 +156,9 @@ def decide_parts(batch: EventBatch, feats: OnlineFeatures | None, parts: Sequenc
         for verdict, c in d.verdict_counts.items():
             counts[verdict] = counts.get(verdict, 0) + c
         fallbacks += d.fallbacks
+        for cause, c in d.fallback_causes.items():
+            causes[cause] = causes.get(cause, 0) + c
         covered += p.rows.size
     if covered != n:
         raise RuntimeError(f"the models' parts cover {covered} of {n} rows")
-    return Decided(keys, values, counts, fallbacks)
+    return Decided(keys, values, counts, fallbacks, causes)

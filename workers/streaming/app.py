@@ -417,10 +417,10 @@ def main(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("topology", help="e.g. topologies/velocity.yaml")
     p.add_argument("--stop-after-s", type=float, default=None, help="stop by itself after S seconds")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     args = p.parse_args(argv)
     from workers.errors import is_user_error
-    from workers.logs import setup_logging
+    from workers.observe.logs import setup_logging
 
     setup_logging(args.log_level)
     try:

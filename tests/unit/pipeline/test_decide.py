@@ -162,3 +162,39 @@ def test_decision_sections_are_validated(raw: dict[str, object], msg: str) -> No
 
     with pytest.raises(ValidationError, match=msg):
         DecisionSpec.model_validate(raw)
+
+
+def test_trace_id_from_the_input_header_when_the_topology_asks(topology: Topology) -> None:
+    import jsonschema
+    from workers.observe.traces import TRACE_COLUMN
+    from workers.pipeline.records import decision_json_schema
+
+    tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    spec = topology.decision.model_copy(update={"echo": ("event_id",), "trace_id": True})
+    d = _decider(topology, spec)
+    batch = _batch(topology, [good_event(i) for i in range(3)])
+    col = np.empty(3, dtype=object)
+    col[:] = [f"00-{tid}-00f067aa0ba902b7-01".encode(), None, b"not-a-traceparent"]
+    batch = type(batch)({**batch.fields, TRACE_COLUMN: col}, batch.nulls, batch.key, batch.topic, batch.partition,
+                        batch.offset, batch.received_ns, batch.kafka_ts_ms)
+    got = d.decide(batch, np.array([[0.1], [0.2], [0.3]], dtype=np.float32), None, None, [None] * 3, {})
+    recs = [orjson.loads(v) for v in got.values]
+    assert [r["trace_id"] for r in recs] == [tid, None, None]
+    schema = decision_json_schema(topology.model_copy(update={"decision": spec, "id": "s"}))
+    for r in recs:
+        jsonschema.validate(r, schema)
+    # without the option, no key: the records of existing topologies keep their shape
+    plain = _decider(topology, topology.decision.model_copy(update={"echo": ("event_id",)}))
+    assert "trace_id" not in orjson.loads(plain.decide(batch, None, None, None, ["deadline"] * 3, {}).values[0])
+
+
+def test_trace_id_and_an_echoed_trace_id_field_are_refused_together() -> None:
+    with pytest.raises(ValueError, match="trace_id"):
+        three_verdicts(trace_id=True, echo=["trace_id"])
+
+
+def test_fallback_causes_are_counted_without_the_exception_type(topology: Topology) -> None:
+    d = _decider(topology)
+    batch = _batch(topology, [good_event(i) for i in range(4)])
+    got = d.decide(batch, None, None, None, ["deadline", "engine_error:KeyError", "engine_error:ValueError", None], {})
+    assert got.fallbacks == 3 and got.fallback_causes == {"deadline": 1, "engine_error": 2}

@@ -67,8 +67,9 @@ class FakeSink:
         self.offsets: list[int] = []
 
     def send_decisions(self, keys: Any, values: Any, topics: Any, partitions: Any,
-                       offsets: Any, stream_ms: Any) -> None:
+                       offsets: Any, stream_ms: Any, traceparents: Any = None) -> None:
         self.values.extend(values)
+        self.traceparents = traceparents
         self.offsets.extend(offsets)
 
 

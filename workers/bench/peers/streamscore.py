@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from workers.bench.peers.common import bench_topology, peer_parser, write_stats
-from workers.logs import setup_logging
+from workers.observe.logs import setup_logging
 from workers.pipeline.worker import Worker
 from workers.settings import get_settings
 
