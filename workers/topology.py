@@ -268,6 +268,9 @@ class Topology(_Model):
     output: TopicSpec
     dead_letter: TopicSpec
     kafka: KafkaSpec = KafkaSpec()
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="exactly_once: one Kafka transaction per micro-batch "
+                                     "(README \"Delivery guarantees\")")
     dev: HooksDevSpec = HooksDevSpec()
     source_path: str = ""
 
