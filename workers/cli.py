@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead")
     tl.set_defaults(fn=cmd_tail)
 
-    ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)")
+    ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)",
+                        add_help=False)
     ch.add_argument("rest", nargs=argparse.REMAINDER)
     ch.set_defaults(fn=cmd_chaos)
 
@@ -265,7 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # `chaos` passes its options through; argparse's REMAINDER does not take a leading option.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if getattr(args, "fn", None) is cmd_chaos:
+        args.rest = argv[argv.index("chaos") + 1:]
+    elif unknown:
+        build_parser().parse_args(argv)  # exits with argparse's message
     from workers.logs import setup_logging
 
     setup_logging(args.log_level)

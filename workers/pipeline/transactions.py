@@ -159,6 +159,8 @@ class ExactlyOnce:
             call(lambda: sink.producer.init_transactions(30.0), "init_transactions",
                  time.monotonic() + 60.0)
             src.subscribe()
+            log.info("worker %s started (exactly_once, transactional.id %s), consuming %s",
+                     w.topology.id, transactional_id(w.topology, w.settings), w.topology.input.topic)
             w.ready.set()
             self._loop()
         except Fenced as exc:
@@ -173,7 +175,7 @@ class ExactlyOnce:
         finally:
             w.stats.last_ack_s = time.monotonic()
             src.closing = True  # nothing is open between transactions: a revoke only forgets
-            src.close(max(w._deadline(), time.monotonic() + 1.0))
+            src.close(w._deadline())
             self.reader.close()
             close = getattr(self.engine, "close", None)
             if callable(close):

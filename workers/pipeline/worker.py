@@ -184,6 +184,8 @@ class Worker:
         )
         stage.start()
         self.source.subscribe()
+        log.info("worker %s started (at_least_once), consuming %s", self.topology.id,
+                 self.topology.input.topic)
         self.ready.set()
         try:
             self._consume_loop()
@@ -324,7 +326,7 @@ class Worker:
             # Decisions were delivered; their offsets were not committed: a restart redelivers.
             self.error = ("the final offset commit was not confirmed within the grace period; "
                           "decisions may repeat after a restart")
-        self.source.close(max(deadline, time.monotonic() + 1.0))
+        self.source.close(deadline)
         if self._progress:
             self._progress(self)
         if self.error:
