@@ -69,6 +69,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # A stop signal during the imports below (seconds: numpy, ONNX Runtime, Feast) is a clean exit
+    # too: remember it until the worker's own handlers take over.
+    import signal
+
+    stopped: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda n, _f: stopped.append(n))
     from workers.metrics import start_metrics_server
     from workers.topology import load_topology
     from workers.pipeline.worker import Worker
@@ -76,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t = load_topology(args.topology)
     if args.metrics_port:
         start_metrics_server(args.metrics_port)
-    w = Worker(t, max_events=args.max_events, idle_exit_s=args.idle_exit_s)
+    w = Worker(t, max_events=args.max_events, idle_exit_s=args.idle_exit_s, early_stop=stopped)
     code = w.run()
     s = w.stats
     print(

@@ -87,8 +87,21 @@ class Run:
         if idle_exit_s is not None:
             cmd += ["--idle-exit-s", str(idle_exit_s)]
         with self.log(wid).open("ab") as out:
+            out.write(b"\n--- worker-start-mark ---\n")  # wait_started reads after the last one
+            out.flush()
             self.procs[wid] = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
                                                stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_started(self, wid: str, timeout_s: float = 180.0) -> None:
+        """Until worker ``wid`` has subscribed (its start-up takes seconds: imports, Feast, ONNX)."""
+        deadline = time.monotonic() + timeout_s
+        p = self.procs[wid]
+        while b" started (" not in self.log(wid).read_bytes().split(b"worker-start-mark")[-1]:
+            if p.poll() is not None:
+                raise RuntimeError(f"worker {wid} exited with {p.returncode}; see {self.log(wid)}")
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"worker {wid} did not start within {timeout_s:.0f} s; see {self.log(wid)}")
+            time.sleep(0.2)
 
     def kill9(self, wid: str) -> None:
         p = self.procs.pop(wid)
@@ -242,12 +255,14 @@ def _kill9(delivery: str) -> Scenario:
                 run.start("w", instance_id="0")  # static membership: it takes its partitions back
                 if k:
                     fault_ends.append(time.time())
-                seen = run.wait_progress(seen)
+                run.wait_started("w")
+                seen = run.wait_progress(max(seen, run.decided()))
                 time.sleep(0.5 + (k % 3) * 0.4)  # mid-batch, mid-transaction
                 run.kill9("w")
             run.start("w", instance_id="0")
             fault_ends.append(time.time())
-            run.wait_progress(seen)
+            run.wait_started("w")
+            run.wait_progress(max(seen, run.decided()))
             load.join()
             code, _ = run.term("w")
             if code != 0:
@@ -308,6 +323,7 @@ def _broker_outage(outage_s: float) -> Scenario:
             if stop_s > GRACE_S + 2.0:  # + process exit; the stop itself is bounded by the grace
                 notes.append(f"FAIL: SIGTERM during the outage took {stop_s:.1f} s (grace {GRACE_S:.0f} s)")
             run.start("w2", instance_id="0")
+            run.wait_started("w2")
             run.wait_progress(run.decided())
             load.join()
             code2, _ = run.term("w2")

@@ -73,8 +73,9 @@ def _kafka_error(exc: KafkaException) -> KafkaError:
     return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
 
 
-def call(fn: Callable[[], T], what: str, deadline_s: float | None = None) -> T:
-    """Run a transactional API call: retry retriable errors, raise ``Abort`` / ``Fenced``."""
+def call(fn: Callable[[], T], what: str, until: Callable[[], float | None] | None = None) -> T:
+    """Run a transactional API call: retry retriable errors (until ``until()``, a
+    time.monotonic() deadline or None for no limit), raise ``Abort`` / ``Fenced``."""
     while True:
         try:
             return fn()
@@ -84,6 +85,7 @@ def call(fn: Callable[[], T], what: str, deadline_s: float | None = None) -> T:
                 raise Fenced(err) from None
             if err.txn_requires_abort():
                 raise Abort(f"{what}: {err.str()}") from None
+            deadline_s = until() if until is not None else None
             if not err.retriable() or (deadline_s is not None and time.monotonic() >= deadline_s):
                 raise
             log.warning("%s: %s; retrying", what, err.str())
@@ -150,14 +152,24 @@ class ExactlyOnce:
         self.transactions = 0
         self.aborts = 0
 
+    def _until(self) -> float | None:
+        """Retry transactional calls until the stop's grace deadline; no limit while running."""
+        return self.w._deadline() if self.w._stop.is_set() else None
+
+    def _timeout(self) -> float:
+        """One blocking call's timeout: short, so a stop signal is noticed between calls."""
+        d = self._until()
+        return 5.0 if d is None else max(0.1, min(5.0, d - time.monotonic()))
+
     def run(self) -> int:
         w, src, sink = self.w, self.source, self.sink
         w.sink, w.source = sink, src
         fenced = False
         try:
             src.check_broker()
-            call(lambda: sink.producer.init_transactions(30.0), "init_transactions",
-                 time.monotonic() + 60.0)
+            start_by = time.monotonic() + 60.0
+            call(lambda: sink.producer.init_transactions(5.0), "init_transactions",
+                 lambda: min(start_by, self._until() or start_by))
             src.subscribe()
             log.info("worker %s started (exactly_once, transactional.id %s), consuming %s",
                      w.topology.id, transactional_id(w.topology, w.settings), w.topology.input.topic)
@@ -218,7 +230,6 @@ class ExactlyOnce:
         for m in msgs:
             first.setdefault((m.topic() or "", m.partition() or 0), m.offset() or 0)
         tps = [TopicPartition(t, p) for t, p in first]
-        deadline = None
         try:
             call(sink.begin, "begin_transaction")
             batch, dead = w._decoder.decode(msgs)
@@ -230,25 +241,22 @@ class ExactlyOnce:
                 except Exception as exc:  # every row still gets a (fallback) decision
                     w._score_failed(batch, exc)
             positions = consumer.position(tps)
-            call(lambda: sink.producer.send_offsets_to_transaction(
-                positions, consumer.consumer_group_metadata(), 30.0), "send_offsets_to_transaction")
-            while True:
-                if w._stop.is_set():
-                    deadline = w._deadline()
-                try:
-                    timeout = 5.0 if deadline is None else max(0.1, deadline - time.monotonic())
-                    call(lambda: sink.producer.commit_transaction(timeout), "commit_transaction", deadline)
-                    break
-                except KafkaException as exc:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        w.error = (f"the transaction was not committed within the grace period "
-                                   f"({_kafka_error(exc).str()}); its batch is redone after a restart")
-                        return False
-                    if not _kafka_error(exc).retriable():
-                        raise
+            group = consumer.consumer_group_metadata()
+            call(lambda: sink.producer.send_offsets_to_transaction(positions, group, self._timeout()),
+                 "send_offsets_to_transaction", self._until)
+            call(lambda: sink.producer.commit_transaction(self._timeout()), "commit_transaction",
+                 self._until)
         except Abort as exc:
             self._abort(str(exc), first)
             return True
+        except KafkaException as exc:
+            if not w._stop.is_set():
+                raise
+            # The grace period ran out with the broker unreachable: nothing more is committed;
+            # the open transaction is aborted by the next instance (same transactional.id).
+            w.error = (f"the transaction was not committed within the grace period "
+                       f"({_kafka_error(exc).str()}); its batch is redone after a restart")
+            return False
         self.transactions += 1
         w.stats.consumed += len(msgs)
         sink.acked_decisions += sink.txn_decisions
@@ -262,7 +270,8 @@ class ExactlyOnce:
     def _abort(self, why: str, first: dict[tuple[str, int], int]) -> None:
         self.aborts += 1
         log.warning("transaction aborted (%s); redoing its batch", why)
-        call(lambda: self.sink.producer.abort_transaction(30.0), "abort_transaction")
+        call(lambda: self.sink.producer.abort_transaction(self._timeout()), "abort_transaction",
+             self._until)
         for (t, p), o in first.items():
             try:
                 self.source.consumer.seek(TopicPartition(t, p, o))

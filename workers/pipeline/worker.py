@@ -82,6 +82,7 @@ class Worker:
         progress_interval_s: float = 1.0,
         commit_interval_ms: int = 200,
         install_signals: bool = True,
+        early_stop: list[int] | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or get_settings()
@@ -97,6 +98,7 @@ class Worker:
         self._progress_interval_s = progress_interval_s
         self._commit_interval_ns = commit_interval_ms * 1_000_000
         self._install_signals = install_signals
+        self._early_stop = early_stop if early_stop is not None else []  # signals before run()
         self.stats = WorkerStats()
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
@@ -164,6 +166,10 @@ class Worker:
         if self._install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
+        if self._early_stop:
+            self._on_signal(self._early_stop[0], None)
+            log.info("stopped during start-up; nothing was consumed")
+            return 0
         reader, engine = self._prepare()
         if self._stop.is_set():
             log.info("stopped during start-up; nothing was consumed")
