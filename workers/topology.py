@@ -247,11 +247,12 @@ class KafkaSpec(_Model):
     def _no_connection_keys(
         cls, v: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
-        owned = {"bootstrap.servers", "group.id", "enable.auto.commit", "sasl.password"}
+        owned = {"bootstrap.servers", "group.id", "enable.auto.commit", "sasl.password",
+                 "transactional.id", "group.instance.id"}  # delivery / STREAMSCORE_INSTANCE_ID
         bad = sorted(owned & set(v))
         if bad:
             raise ValueError(
-                f"{bad} are set by streamscore (settings / input.consumer_group), not the topology"
+                f"{bad} are set by streamscore (settings / input.consumer_group / delivery), not the topology"
             )
         return v
 

@@ -220,10 +220,12 @@ def _recover_s(stamps_ms: list[float], fault_end_s: list[float]) -> float | None
     return None if worst is None else round(worst, 1)
 
 
-def _drain(run: Run, load: Load) -> int:
-    """Once the load is sent: one clean worker until the input is idle; its exit code."""
+def _drain(run: Run, load: Load, instance_id: str | None = "0") -> int:
+    """Once the load is sent: one clean worker until the input is idle; its exit code. It runs
+    as the faulted worker's replacement (same instance id: in exactly_once it aborts the open
+    transaction a killed worker left at once)."""
     load.join()
-    run.start("drain", instance_id="drain", idle_exit_s=6.0)
+    run.start("drain", instance_id=instance_id, idle_exit_s=6.0)
     return run.wait("drain", 600)
 
 
@@ -307,16 +309,20 @@ def _broker_outage(outage_s: float) -> Scenario:
             run.start("w", instance_id="0")
             run.wait_progress(run.wait_progress(0) + 200)
             kafka = _kafka_pid(ctx.settings)
-            t_down = time.monotonic()
+            t_stop = time.monotonic()
             devstack._stop(kafka, "Kafka", devstack.KAFKA_STOP_TIMEOUT_S)
+            t_down = time.monotonic()  # the broker process has exited
+            extra["broker_stop_s"] = round(t_down - t_stop, 1)
             time.sleep(min(3.0, secs / 2))
             stopped: list[tuple[int, float]] = []  # the stop runs while the broker stays down
             stopper = threading.Thread(target=lambda: stopped.append(run.term("w", GRACE_S + 60)))
             stopper.start()
             time.sleep(max(0.0, secs - (time.monotonic() - t_down)))
+            t_restart = time.monotonic()
+            extra["broker_down_s"] = round(t_restart - t_down, 1)
             devstack.up(ctx.settings)
             up_at = time.time()
-            extra["broker_down_s"] = round(time.monotonic() - t_down, 1)  # + its restart
+            extra["broker_restart_s"] = round(time.monotonic() - t_restart, 1)  # until it answers
             stopper.join()
             code, stop_s = stopped[0]
             extra.update(stop_exit=code, stop_s=round(stop_s, 1))
@@ -430,7 +436,7 @@ def _scale(ctx: ChaosContext) -> ScenarioResult:
         notes.append(f"FAIL: partitions owned twice: {overlaps[:5]}")
     if not any(spans.values()):
         notes.append("FAIL: no assignment found in the workers' logs")
-    if _drain(run, load) != 0:
+    if _drain(run, load, None) != 0:
         notes.append("FAIL: the draining worker did not exit 0")
     return _finish(run, name, "0 lost, no partition owned twice", lambda c: (c.lost, c.contradictory) == (0, 0),
                    fault_ends, notes, {"owned_twice": len(overlaps)})

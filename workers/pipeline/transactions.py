@@ -102,6 +102,10 @@ class TransactionalSink(KafkaSink):
             "transactional.id": transactional_id(topology, settings),
             "enable.idempotence": True,
             "acks": "all",
+            # A worker that dies mid-transaction and is not replaced under its instance id holds
+            # back read_committed readers and its group's offsets until this runs out (librdkafka's
+            # default: 60 s); a batch's transaction takes milliseconds.
+            "transaction.timeout.ms": topology.kafka.producer.get("transaction.timeout.ms", 10_000),
         })
         self.refuse: dict[Position, str] = {}  # input position -> why its decision was refused
         self.txn_decisions = 0
