@@ -153,7 +153,12 @@ class KafkaSink:
     def _reroute(self) -> None:
         """Dead-letter what the broker refused (queued by delivery callbacks)."""
         while self._refused:
-            batch = [self._refused.popleft() for _ in range(len(self._refused))]
+            batch: list[DeadLetter] = []
+            try:  # the consumer and the scoring thread both poll: either may take them
+                while True:
+                    batch.append(self._refused.popleft())
+            except IndexError:
+                pass
             for dl in batch:
                 if not dl.reason.startswith("decision_refused:"):  # a refused dead letter
                     self._refused_dead_letter(dl)

@@ -12,6 +12,7 @@ import threading
 
 
 import orjson
+import pytest
 from confluent_kafka import Producer
 
 from examples.fraud import datagen
@@ -23,8 +24,10 @@ from workers.topology import Topology
 HUGE_KEY = 1_000_100  # the input broker takes it (limit 1,048,588); the worker's producer cannot
 
 
-def test_a_refused_decision_is_dead_lettered_alone(feature_store: Settings, it_topology: Topology) -> None:
-    t = it_topology.model_copy(update={"input": it_topology.input.model_copy(update={"partitions": 1})})
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_a_refused_decision_is_dead_lettered_alone(feature_store: Settings, it_topology: Topology,
+                                                   delivery: str) -> None:
+    t = it_topology.model_copy(update={"delivery": delivery})
     p = Producer({**feature_store.kafka_client_config(), "message.max.bytes": 1_048_000})
     events = datagen.iter_events(3)
     n, huge_at = 300, 150
@@ -41,7 +44,8 @@ def test_a_refused_decision_is_dead_lettered_alone(feature_store: Settings, it_t
     th.join(120)
     assert code == [0], w.error
 
-    got = outcomes(feature_store, t.output.topic, t.dead_letter.topic)
+    got = outcomes(feature_store, t.output.topic, t.dead_letter.topic,
+                   read_committed=delivery == "exactly_once")
     c = count(end_offsets(feature_store, t.input.topic), got)
     assert (c.sent, c.lost, c.duplicated, c.contradictory) == (n, 0, 0, 0), c
     huge_pos = (0, huge_at)
