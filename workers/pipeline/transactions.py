@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,7 +179,7 @@ class ExactlyOnce:
             log.info("worker %s started (exactly_once, transactional.id %s), consuming %s",
                      w.topology.id, transactional_id(w.topology, w.settings), w.topology.input.topic)
             w.ready.set()
-            self._loop()
+            self._run_loop()
         except Fenced as exc:
             fenced = exc.fenced
             if fenced:
@@ -202,6 +203,33 @@ class ExactlyOnce:
             log.error("worker stopped with an error: %s", w.error)
             return 1
         return 0
+
+    def _run_loop(self) -> None:
+        """The loop on its own thread; this (main) thread stays free for signals. A transactional
+        call blocked on an unreachable coordinator returns only after librdkafka's request
+        timeout (~10 s): signals are still noticed at once, and at the grace deadline the stop
+        goes on without that call (nothing more is committed; the open transaction is aborted
+        by the next instance or its timeout)."""
+        w = self.w
+        failed: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                self._loop()
+            except BaseException as exc:  # re-raised on the main thread
+                failed.append(exc)
+
+        t = threading.Thread(target=loop, name="transactions", daemon=True)
+        t.start()
+        while t.is_alive():
+            t.join(0.1)
+            if w._stop.is_set() and t.is_alive() and time.monotonic() >= w._deadline():
+                w.error = w.error or ("the open transaction could not be finished within the grace "
+                                      "period (transaction coordinator unreachable?); its batch is "
+                                      "redone after a restart")
+                return
+        if failed:
+            raise failed[0]
 
     def _loop(self) -> None:
         w, src = self.w, self.source
