@@ -70,12 +70,19 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # A stop signal during the imports below (seconds: numpy, ONNX Runtime, Feast) is a clean exit
+    # too: remember it until the worker's own handlers take over.
+    import signal
+
+    stopped: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda n, _f: stopped.append(n))
     from workers.settings import get_settings
     from workers.topology import load_topology
     from workers.pipeline.worker import Worker
 
     t = load_topology(args.topology)
-    w = Worker(t, max_events=args.max_events, idle_exit_s=args.idle_exit_s)
+    w = Worker(t, max_events=args.max_events, idle_exit_s=args.idle_exit_s, early_stop=stopped)
     port = get_settings().metrics_port if args.metrics_port is None else args.metrics_port
     if port:
         w.obs.serve(port)  # /readyz answers "not ready" until the worker is
@@ -291,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic instead")
     tl.set_defaults(fn=cmd_tail)
 
-    ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)")
+    ch = sub.add_parser("chaos", help="fault scenarios against the local broker and Redis (has --help)",
+                        add_help=False)
     ch.add_argument("rest", nargs=argparse.REMAINDER, help="chaos options (see its --help)")
     ch.set_defaults(fn=cmd_chaos)
 
@@ -305,7 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # `chaos` passes its options through; argparse's REMAINDER does not take a leading option.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if getattr(args, "fn", None) is cmd_chaos:
+        args.rest = argv[argv.index("chaos") + 1:]
+    elif unknown:
+        build_parser().parse_args(argv)  # exits with argparse's message
     from workers.observe.logs import setup_logging
     from workers.settings import get_settings
 

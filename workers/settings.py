@@ -68,6 +68,18 @@ class Settings(BaseSettings):
         if pw:
             out.append(pw)
         return out
+    # Delivery (README "Delivery guarantees"): one stop budget, one identity per worker process.
+    shutdown_grace_s: float = Field(
+        20.0, gt=0, description="SIGTERM/SIGINT to exit: in-flight work, final produce and commit "
+                                "get this long in all, also while the broker is unreachable")
+    instance_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="stable name of this worker process (e.g. the pod name): static group "
+                    "membership (group.instance.id) and, for exactly_once, the transactional.id; "
+                    "unset: dynamic membership, transactional.id from the host name")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="consumer session timeout: how soon the group gives a dead "
+                                      "worker's partitions to the others (librdkafka default 45 s)")
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

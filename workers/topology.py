@@ -251,11 +251,12 @@ class KafkaSpec(_Model):
     def _no_connection_keys(
         cls, v: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
-        owned = {"bootstrap.servers", "group.id", "enable.auto.commit", "sasl.password"}
+        owned = {"bootstrap.servers", "group.id", "enable.auto.commit", "sasl.password",
+                 "transactional.id", "group.instance.id"}  # delivery / STREAMSCORE_INSTANCE_ID
         bad = sorted(owned & set(v))
         if bad:
             raise ValueError(
-                f"{bad} are set by streamscore (settings / input.consumer_group), not the topology"
+                f"{bad} are set by streamscore (settings / input.consumer_group / delivery), not the topology"
             )
         return v
 
@@ -273,6 +274,9 @@ class Topology(_Model):
     output: TopicSpec
     dead_letter: TopicSpec
     kafka: KafkaSpec = KafkaSpec()
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="exactly_once: one Kafka transaction per micro-batch "
+                                     "(README \"Delivery guarantees\")")
     dev: HooksDevSpec = HooksDevSpec()
     source_path: str = ""
 

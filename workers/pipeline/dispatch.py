@@ -85,7 +85,10 @@ class ScoringStage:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Score what is queued, then end the scoring thread; False if it did not end in time."""
-        self._queue.put(_STOP)
+        try:
+            self._queue.put(_STOP, timeout=timeout)  # a full queue with a stuck scorer: give up
+        except queue.Full:
+            return False
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

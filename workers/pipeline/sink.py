@@ -1,23 +1,32 @@
 """Sink stage: decisions and dead letters to Kafka, each acknowledged into the OffsetTracker.
 
 ``produce`` never drops: when librdkafka's local queue is full it serves delivery reports and
-retries (that is backpressure on the scoring thread). A delivery that fails after librdkafka's own
-retries is recorded as fatal: the worker stops without committing past it, so the event is
-redelivered after a restart (at-least-once).
+retries (that is backpressure on the scoring thread), until the worker's stop gives up
+(``abandon``: what was not produced by then is not committed, so it is redelivered).
+
+Produce errors are per record, never per batch: a decision that cannot be produced (refused at
+``produce()`` or by the broker for its size or form) is dead-lettered on its own with reason
+``decision_refused:<error>`` (never decided again: one event, one outcome); a dead letter too large
+for the dead-letter topic goes out without its key and value, with their sizes and SHA-256 in
+headers. A delivery that fails after librdkafka's own retries for any other reason (the broker
+gone for longer than ``message.timeout.ms``) is recorded as fatal: the worker stops without
+committing past it, so the event is redelivered after a restart (at-least-once).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from workers.pipeline import deadletter
 from workers.pipeline.decode import DeadLetter
@@ -26,6 +35,14 @@ from workers.settings import Settings
 from workers.topology import Topology
 
 log = logging.getLogger(__name__)
+
+# Errors that belong to one record (its size or form), not to the broker or the connection.
+RECORD_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE,
+})
+ABANDONED = KafkaError(KafkaError._PURGE_QUEUE, "not produced: the worker's stop gave up")
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def producer_config(topology: Topology, settings: Settings) -> dict[str, Any]:
@@ -41,12 +58,15 @@ def producer_config(topology: Topology, settings: Settings) -> dict[str, Any]:
 
 
 class KafkaSink:
-    def __init__(self, topology: Topology, settings: Settings, tracker: OffsetTracker) -> None:
+    def __init__(self, topology: Topology, settings: Settings, tracker: OffsetTracker,
+                 extra_config: dict[str, Any] | None = None) -> None:
         self._topology = topology
         self._tracker = tracker
-        self._producer = Producer(producer_config(topology, settings), logger=log)
+        self._producer = Producer({**producer_config(topology, settings), **(extra_config or {})},
+                                  logger=log)
         self.acked_decisions = 0
         self.acked_dead = 0
+        self.refused_decisions = 0  # decisions that could not be produced, dead-lettered instead
         self.e2e_ms: list[float] = []  # Kafka record timestamp -> decision acked, for the summary
         self._e2e_cap = 200_000
         # Record timestamps of decisions acked since the last drain: latency is computed per poll,
@@ -55,29 +75,54 @@ class KafkaSink:
         self._acked_ts: list[int] = []
         self._drain_lock = threading.Lock()
         self.on_acked: Callable[[npt.NDArray[np.float64]], None] | None = None  # e2e seconds per event
+        self._abandoned = threading.Event()
+        # Records the broker refused (delivery callbacks): re-routed by the next producing call.
+        self._refused: deque[DeadLetter] = deque()
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, cb: Any,
-                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+    @property
+    def producer(self) -> Producer:
+        return self._producer
+
+    def abandon(self) -> None:
+        """Stop waiting for room in the producer's queue: the stop's grace period is over."""
+        self._abandoned.set()
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, cb: Any,
+                 headers: Headers | None = None) -> KafkaError | None:
+        """None when queued; else the error of this one record (nothing was queued)."""
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=cb, headers=headers)
-                return
+                return None
             except BufferError:
+                if self._abandoned.is_set():
+                    return ABANDONED
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
 
-    def _ack(self, tp: tuple[str, int], offset: int, stream_ms: int | None) -> Any:
+    def _ack(self, tp: tuple[str, int], offset: int, stream_ms: int | None,
+             key: bytes | None = None) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
+                if err.code() in RECORD_ERRORS:
+                    self._refused.append(_refusal(stream_ms is not None, key, tp, offset, err,
+                                                  msg.topic() or ""))
+                    return
                 self._tracker.mark_failed(f"delivery to {msg.topic()} failed: {err}")
                 return
-            self._tracker.mark_done(tp, offset)
-            if stream_ms is None:
-                self.acked_dead += 1
-            else:
-                self.acked_decisions += 1
-                self._acked_ts.append(stream_ms)
+            self._done(tp, offset, stream_ms)
 
         return cb
+
+    def _done(self, tp: tuple[str, int], offset: int, stream_ms: int | None) -> None:
+        self._tracker.mark_done(tp, offset)
+        if stream_ms is None:
+            self.acked_dead += 1
+        else:
+            self.acked_decisions += 1
+            self._acked_ts.append(stream_ms)
 
     def _drain_acks(self) -> None:
         acked = self._acked_ts
@@ -106,12 +151,20 @@ class KafkaSink:
     ) -> None:
         """``traceparents``: the W3C header per decision (None: no decision of the batch has one)."""
         out = self._topology.output.topic
+        refused: list[DeadLetter] = []
         if traceparents is None:
             for k, v, t, p, o, e in zip(keys, values, topics, partitions, offsets, stream_ms):
-                self._produce(out, v, k, self._ack((t, p), o, e))
+                err = self._produce(out, v, k, self._ack((t, p), o, e, k))
+                if err is not None and err is not ABANDONED:
+                    refused.append(_refusal(True, k, (t, p), o, err, out))
         else:
             for k, v, t, p, o, e, tp in zip(keys, values, topics, partitions, offsets, stream_ms, traceparents):
-                self._produce(out, v, k, self._ack((t, p), o, e), [("traceparent", tp)] if tp else None)
+                err = self._produce(out, v, k, self._ack((t, p), o, e, k),
+                                    [("traceparent", tp)] if tp else None)
+                if err is not None and err is not ABANDONED:
+                    refused.append(_refusal(True, k, (t, p), o, err, out))
+        if refused:
+            self.send_dead_letters(refused)
         self.poll(0)
 
     def send_dead_letters(self, dead: Sequence[DeadLetter],
@@ -119,20 +172,79 @@ class KafkaSink:
         """``traceparents``: the input's W3C header by (topic, partition, offset), copied over."""
         topic = self._topology.dead_letter.topic
         for dl in dead:
+            if dl.reason.startswith("decision_refused:"):
+                self.refused_decisions += 1
             hdrs = deadletter.headers_for(dl, self._topology.id)
             tp = traceparents.get((dl.topic, dl.partition, dl.offset)) if traceparents else None
             if tp is not None:
                 hdrs.append(("traceparent", tp))
-            self._produce(topic, dl.value or b"", dl.key, self._ack((dl.topic, dl.partition),
-                          dl.offset, None), hdrs)
-        self.poll(0)
+            cb = self._ack((dl.topic, dl.partition), dl.offset, None)
+            err = self._produce(topic, dl.value or b"", dl.key, cb, hdrs)
+            if err is not None and err.code() in RECORD_ERRORS:
+                # Too large even for the dead-letter topic: its sizes and hashes, not its bytes.
+                err = self._produce(topic, b"", None, cb, hdrs + _digest(dl.key, dl.value))
+            if err is not None and err is not ABANDONED:
+                self._tracker.mark_failed(f"dead letter to {topic} could not be produced: {err}")
+        self._producer.poll(0)
+
+    def _reroute(self) -> None:
+        """Dead-letter what the broker refused (queued by delivery callbacks)."""
+        while self._refused:
+            batch: list[DeadLetter] = []
+            try:  # the consumer and the scoring thread both poll: either may take them
+                while True:
+                    batch.append(self._refused.popleft())
+            except IndexError:
+                pass
+            for dl in batch:
+                if not dl.reason.startswith("decision_refused:"):  # a refused dead letter
+                    self._refused_dead_letter(dl)
+            self.send_dead_letters([dl for dl in batch if dl.reason.startswith("decision_refused:")])
+
+    def _refused_dead_letter(self, dl: DeadLetter) -> None:
+        topic = self._topology.dead_letter.topic
+        hdrs = deadletter.headers_for(dl, self._topology.id) + _digest(dl.key, dl.value)
+        err = self._produce(topic, b"", None, self._ack((dl.topic, dl.partition), dl.offset, None),
+                            hdrs)
+        if err is not None and err is not ABANDONED:
+            self._tracker.mark_failed(f"dead letter to {topic} could not be produced: {err}")
 
     def poll(self, timeout_s: float = 0.0) -> None:
         self._producer.poll(timeout_s)
         self._drain_acks()
+        if self._refused:
+            self._reroute()
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
-        left = int(self._producer.flush(timeout_s))
-        self._drain_acks()
-        return left
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = int(self._producer.flush(max(0.0, deadline - time.monotonic())))
+            self._drain_acks()
+            if not self._refused:
+                return left
+            self._reroute()
+
+    def purge(self) -> None:
+        """Drop what was not delivered (after the grace period): it is not committed either."""
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer.poll(0)
+
+
+def _refusal(decision: bool, key: bytes | None, tp: tuple[str, int], offset: int,
+             err: KafkaError, topic: str) -> DeadLetter:
+    """The dead letter of a record the producer or broker refused."""
+    if decision:
+        return DeadLetter(None, key, tp[0], tp[1], offset, f"decision_refused:{err.name().lower()}",
+                          f"its decision could not be produced to {topic}: {err.str()}")
+    return DeadLetter(None, key, tp[0], tp[1], offset, "dead_letter_refused:" + err.name().lower(),
+                      f"the dead letter was refused by {topic}: {err.str()}")
+
+
+def _digest(key: bytes | None, value: bytes | None) -> Headers:
+    out: Headers = []
+    for name, b in (("key", key), ("value", value)):
+        if b is not None:
+            out.append((f"x-dlq-original-{name}-bytes", str(len(b)).encode()))
+            out.append((f"x-dlq-original-{name}-sha256", hashlib.sha256(b).hexdigest().encode()))
+    return out

@@ -1,14 +1,23 @@
 """Source stage: a confluent-kafka consumer read in batches, with explicit commits and pausing.
 
 Auto-commit is off: offsets are committed from the ``OffsetTracker`` only after every decision or
-dead letter for them was acknowledged (at-least-once). Backpressure is explicit: when the scoring
-stage falls behind, the assigned partitions are paused (the consumer keeps polling so the group
+dead letter for them was acknowledged (at-least-once). Commits while running are asynchronous, one
+in flight at a time, so a broker outage never blocks the consumer thread (a synchronous commit
+waits for the group coordinator: ~46 s while the broker is down); the final commit waits for its
+answer no longer than the stop's grace period. Backpressure is explicit: when the scoring stage
+falls behind, the assigned partitions are paused (the consumer keeps polling so the group
 membership stays alive) and resumed once the queue drains.
+
+Group membership: cooperative-sticky assignment (a rebalance moves only the partitions that
+change owner; the others keep flowing), a session timeout from the settings (10 s, not
+librdkafka's 45 s) and, when ``instance_id`` is set, static membership: a restarted worker takes
+its partitions back at once, without a rebalance.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -61,7 +70,13 @@ def consumer_config(topology: Topology, settings: Settings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "client.id": f"streamscore-{topology.id}",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        # Never read upstream records of aborted transactions (librdkafka's default, made explicit).
+        "isolation.level": "read_committed",
     }
+    if settings.instance_id:
+        conf["group.instance.id"] = f"{topology.id}-{settings.instance_id}"
     conf.update(topology.kafka.consumer)
     return conf
 
@@ -77,11 +92,16 @@ class KafkaSource:
         self._topology = topology
         self._tracker = tracker
         self._on_revoke_cb = on_revoke
-        self._consumer = Consumer(consumer_config(topology, settings), logger=log)
+        conf = consumer_config(topology, settings)
+        conf["on_commit"] = self._on_commit
+        self._consumer = Consumer(conf, logger=log)
         self._assigned: list[TopicPartition] = []
         self.paused = False
         self.errors = 0
         self._bootstrap = settings.kafka_bootstrap
+        self._commit_in_flight: dict[tuple[str, int], int] | None = None
+        self.commit_failures = 0
+        self.closing = False  # set by the final commit: a revoke from close() only forgets
 
     def check_broker(self, timeout_s: float = 10.0) -> None:
         try:
@@ -101,24 +121,42 @@ class KafkaSource:
     def subscribe(self) -> None:
         self._consumer.subscribe(
             [self._topology.input.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        log.info("assigned %s", [(p.topic, p.partition) for p in parts],
+        # Cooperative: ``parts`` are the partitions added to this member's assignment.
+        log.info("partitions assigned: %s", sorted((p.topic, p.partition) for p in parts),
                  extra={"fields": {"event": "assigned", "partitions": [p.partition for p in parts]}})
-        self._assigned = list(parts)
-        if self.paused:
+        have = {(p.topic, p.partition) for p in self._assigned}
+        # Replaced, never changed in place: assignment() reads it from other threads.
+        self._assigned = self._assigned + [p for p in parts if (p.topic, p.partition) not in have]
+        if self.paused and parts:
             consumer.pause(parts)
+
+    def _drop(self, tps: list[tuple[str, int]]) -> None:
+        self._tracker.forget(tps)
+        gone = set(tps)
+        self._assigned = [p for p in self._assigned if (p.topic, p.partition) not in gone]
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
-        log.info("revoked %s", tps, extra={"fields": {"event": "revoked", "partitions": [p for _, p in tps]}})
-        # Let in-flight work for these partitions finish and commit it before giving them up.
-        self._on_revoke_cb(tps)
-        self.commit(retry_s=10.0)
-        self._tracker.forget(tps)
-        self._assigned = []
+        if not self.closing:
+            # Let in-flight work for these partitions finish and commit it before giving them up.
+            # Synchronous on purpose: the next owner reads from what is committed here, and the
+            # coordinator is up (it runs this rebalance).
+            self._on_revoke_cb(tps)
+            self.commit_sync(retry_s=10.0)
+        self._drop(tps)
+        log.info("partitions revoked: %s", sorted(tps),
+                 extra={"fields": {"event": "revoked", "partitions": [p for _, p in tps]}})
+
+    def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Lost (session expired): another member may own them already; committing would fail.
+        tps = [(p.topic, p.partition) for p in parts]
+        self._drop(tps)
+        log.warning("partitions lost (session expired): %s; their uncommitted work is redelivered "
+                    "to the new owner", sorted(tps))
 
     def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
         msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
@@ -137,6 +175,10 @@ class KafkaSource:
     def assignment(self) -> list[tuple[str, int]]:
         """The assigned partitions (safe from any thread: the list is replaced, never changed)."""
         return [(p.topic, p.partition) for p in self._assigned]
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
 
     @property
     def has_assignment(self) -> bool:
@@ -159,9 +201,46 @@ class KafkaSource:
                     if tp.offset >= 0:
                         self._consumer.seek(tp)
 
-    def commit(self, retry_s: float = 0.0) -> int:
-        """Commit what is done. ``retry_s`` > 0 (at shutdown and revoke: there is no next time)
-        retries transient coordinator errors for that long."""
+    def commit(self) -> int:
+        """Commit what is done, asynchronously: never waits for the broker. One commit is in
+        flight at a time; its answer arrives in ``_on_commit`` from a later consume/poll."""
+        if self._commit_in_flight is not None:
+            return 0
+        offsets = self._tracker.committable()
+        return len(offsets) if offsets and self._send(offsets) else 0
+
+    def _send(self, offsets: dict[tuple[str, int], int]) -> bool:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            self._commit_failed(exc)
+            return False
+        self._commit_in_flight = offsets
+        return True
+
+    def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        offsets, self._commit_in_flight = self._commit_in_flight, None
+        if offsets is None:
+            return  # a synchronous commit's answer: commit_sync records it
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            self._commit_failed(err)
+            return
+        bad = {(p.topic, p.partition) for p in parts if p.error is not None}
+        self._tracker.mark_committed({tp: o for tp, o in offsets.items() if tp not in bad})
+        if bad:
+            self._commit_failed(f"partitions {sorted(bad)}")
+
+    def _commit_failed(self, why: object) -> None:
+        # Not fatal: the same offsets (or later ones) go with the next commit.
+        self.commit_failures += 1
+        if self.commit_failures == 1 or self.commit_failures % 50 == 0:
+            log.warning("offset commit failed (%d so far), will retry: %s — is the broker at %s "
+                        "reachable?", self.commit_failures, why, self._bootstrap)
+
+    def commit_sync(self, retry_s: float = 0.0) -> int:
+        """Commit what is done and wait for the answer (a revoke: there is no next time);
+        ``retry_s`` > 0 retries transient coordinator errors for that long."""
         offsets = self._tracker.committable()
         if not offsets:
             return 0
@@ -170,11 +249,43 @@ class KafkaSource:
             retry_coordinator(lambda: self._consumer.commit(offsets=tps, asynchronous=False),
                               timeout_s=retry_s)
         except KafkaException as exc:
-            # Not fatal: the same offsets (or later ones) are committed next time.
-            log.warning("offset commit failed, will retry: %s", exc)
+            self._commit_failed(exc)
             return 0
         self._tracker.mark_committed(offsets)
         return len(tps)
 
-    def close(self) -> None:
-        self._consumer.close()
+    def commit_final(self, deadline_s: float) -> bool:
+        """The last commit, waiting for its answer until ``deadline_s`` (time.monotonic()).
+        True when nothing done is left uncommitted. Input is paused: what a poll returns while
+        waiting is not processed (it was never registered, so it is redelivered)."""
+        self.closing = True
+        if self._assigned:
+            self._consumer.pause(self._assigned)
+        while True:
+            if self._commit_in_flight is None:
+                offsets = self._tracker.committable()
+                if not offsets:
+                    return True
+                self._send(offsets)
+            left = deadline_s - time.monotonic()
+            if left <= 0:
+                return False
+            self._consumer.poll(min(left, 0.1))  # serves _on_commit
+
+    def close(self, deadline_s: float | None = None) -> bool:
+        """Leave the group. With the broker unreachable librdkafka's close waits for it (~10 s
+        seen); with ``deadline_s`` (time.monotonic()) it is left running in the background at the
+        deadline, and False returned: the process may exit, the group drops it at its session
+        timeout."""
+        if deadline_s is None:
+            self._consumer.close()
+            return True
+        t = threading.Thread(target=self._consumer.close, name="consumer-close", daemon=True)
+        t.start()
+        t.join(max(0.0, deadline_s - time.monotonic()))
+        if t.is_alive():
+            log.warning("the consumer did not leave the group within the grace period (broker "
+                        "unreachable?); exiting without waiting: the group drops it at its session "
+                        "timeout")
+            return False
+        return True

@@ -10,8 +10,11 @@ Which model scores which row (the live one, hot-swapped between batches; canary,
 prediction cache) is ``workers/serving/``'s business, from the topology's ``serving`` section.
 
 Every consumed message ends as exactly one decision or one dead letter; offsets are committed only
-after the broker acknowledged it (at-least-once). SIGINT/SIGTERM: stop consuming, score what is
-in flight, flush, commit, exit 0.
+after the broker acknowledged it (at-least-once), asynchronously. ``delivery: exactly_once`` runs
+the consume -> score -> produce loop in Kafka transactions instead (``transactions.py``).
+SIGINT/SIGTERM (also during start-up): stop consuming, score what is in flight, flush, commit,
+within ``shutdown_grace_s``; exit 0 when all of it was acknowledged and committed, 1 when the grace
+period ran out first (the broker unreachable): what was not committed is redelivered on restart.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from workers.pipeline.batcher import Backpressure, MicroBatcher, expired
 from workers.pipeline.decide import Decided, Decider
-from workers.pipeline.decode import Decoder
+from workers.pipeline.decode import DeadLetter, Decoder
 from workers.pipeline.dispatch import ScoringStage
 from workers.engines import Engine
 from workers.events import EventBatch, F32Array, OnlineFeatures
@@ -88,6 +91,7 @@ class Worker:
         commit_interval_ms: int = 200,
         install_signals: bool = True,
         observer: Observer | None = None,
+        early_stop: list[int] | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or get_settings()
@@ -108,9 +112,11 @@ class Worker:
         self._progress_interval_s = progress_interval_s
         self._commit_interval_ns = commit_interval_ms * 1_000_000
         self._install_signals = install_signals
+        self._early_stop = early_stop if early_stop is not None else []  # signals before run()
         self.stats = WorkerStats()
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
+        self._stop_at: float | None = None  # time.monotonic() of the stop signal: the grace starts
         b = topology.batching
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
         self._backpressure = Backpressure(b.max_inflight_batches)
@@ -126,12 +132,19 @@ class Worker:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self._stop.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: stopping after in-flight work", signum)
+        log.info("signal %s: stopping after in-flight work (grace period %.0f s)", signum,
+                 self.settings.shutdown_grace_s)
         self.obs.draining()
-        self._stop.set()
+        self.stop()
+
+    def _deadline(self) -> float:
+        """When the stop must be over: the grace period from the signal (or from now)."""
+        return (self._stop_at or time.monotonic()) + self.settings.shutdown_grace_s
 
     def _prepare(self) -> tuple[FeatureReader, Engine]:
         reader = self._reader or make_reader(self.topology, self.settings, self.manifest)
@@ -173,15 +186,28 @@ class Worker:
         return self.live.current.decider
 
     def run(self) -> int:
+        # First of all: a stop asked for during start-up (engine load, Feast) is a clean exit.
+        if self._install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGTERM, self._on_signal)
+        if self._early_stop:
+            self._on_signal(self._early_stop[0], None)
+            log.info("stopped during start-up; nothing was consumed")
+            return 0
         reader, engine = self._prepare()
+        if self._stop.is_set():
+            log.info("stopped during start-up; nothing was consumed")
+            reader.close()
+            return 0
+        if self.topology.delivery == "exactly_once":
+            from workers.pipeline.transactions import run_exactly_once
+
+            return run_exactly_once(self, reader, engine)
         self.sink = KafkaSink(self.topology, self.settings, self.tracker)
         self.source = KafkaSource(self.topology, self.settings, self.tracker, self._drain_for_revoke)
         self.source.check_broker()
         self.obs.start(self.source.assignment, self._counts)
         self.sink.on_acked = self.obs.acked_hook()
-        if self._install_signals and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._on_signal)
-            signal.signal(signal.SIGTERM, self._on_signal)
         b = self.topology.batching
         self._stage = stage = ScoringStage(
             lambda batch: self._score(batch, reader), self._score_failed,
@@ -192,6 +218,8 @@ class Worker:
         if self.watcher is not None:
             self.watcher.start()
         self.source.subscribe()
+        log.info("worker %s started (at_least_once), consuming %s", self.topology.id,
+                 self.topology.input.topic)
         self.ready.set()
         try:
             self._consume_loop()
@@ -239,8 +267,7 @@ class Worker:
                 batch, dead_parents = self.obs.decoded(msgs, parents, batch, dead,
                                                        time.perf_counter() - t_decode)
                 if dead:
-                    for d in dead:
-                        self.stats.dead_reasons[d.reason] += 1
+                    self.count_dead(dead, to_metrics=False)  # obs.decoded counted them
                     sink.send_dead_letters(dead, dead_parents)
             ready = batcher.offer(batch, now_wall) if msgs else batcher.ready(time.time_ns())
             while ready is not None:
@@ -276,6 +303,15 @@ class Worker:
             ):
                 break
 
+    def count_dead(self, dead: Sequence[DeadLetter], to_metrics: bool = True) -> None:
+        reasons: dict[str, int] = defaultdict(int)
+        for d in dead:
+            reasons[d.reason] += 1
+        for r, c in reasons.items():
+            self.stats.dead_reasons[r] += c
+        if to_metrics:
+            self.obs.metrics.dead(reasons)
+
     def _register(self, msgs: list[Any]) -> None:
         by_tp: dict[tuple[str, int], list[int]] = defaultdict(list)
         for m in msgs:
@@ -284,13 +320,17 @@ class Worker:
             self.tracker.register(tp, offs)
         self.stats.consumed += len(msgs)
 
-    def _enqueue(self, batch: EventBatch) -> None:
+    def _enqueue(self, batch: EventBatch, deadline_s: float | None = None) -> bool:
+        """Hand ``batch`` to the scoring stage; False if ``deadline_s`` passed first (stop)."""
         assert self.sink is not None and self.source is not None and self._stage is not None
         while not self._stage.submit(batch, timeout=0.05):
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                return False
             if self._backpressure.update(self._stage.qsize()):
                 self.source.pause()
             self.stats.paused_times = self._backpressure.pauses
             self.sink.poll(0)
+        return True
 
     def _drain_for_revoke(self, tps: list[tuple[str, int]]) -> None:
         """Before partitions are given up: score and deliver everything in flight."""
@@ -312,27 +352,38 @@ class Worker:
         return 0 if s is None else s.acked_decisions + s.acked_dead
 
     def _shutdown(self, stage: ScoringStage) -> int:
+        """Finish in-flight work, deliver and commit it: all of it within the grace period."""
         assert self.source is not None and self.sink is not None
         self.obs.draining()
+        deadline = self._deadline()
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         if self.error is None:
             for b in self._batcher.drain(time.time_ns()):
-                self._enqueue(b)
-        if not stage.stop(timeout=60):
-            self.error = self.error or "the scoring thread did not finish within 60 s"
-        left = self.sink.flush(30.0)
-        if left:
-            self.error = self.error or f"{left} messages were not acknowledged by the broker"
+                if not self._enqueue(b, deadline):
+                    break  # not scored: not committed either, so redelivered after a restart
+        if not stage.stop(timeout=left()):
+            self.sink.abandon()  # the scorer stops waiting for room in the producer's queue
+            self.error = self.error or "in-flight batches were not scored within the grace period"
+        unacked = self.sink.flush(left())
+        if unacked:
+            self.sink.purge()
+            self.error = self.error or (f"{unacked} messages were not acknowledged by the broker "
+                                        f"within the {self.settings.shutdown_grace_s:.0f} s grace period")
         if self.tracker.failed and self.error is None:
             self.error = self.tracker.failed[0]
         self.stats.last_ack_s = time.monotonic()
-        committed = self.source.commit(retry_s=30.0)
-        if self.tracker.committable() and self.error is None:
+        committed = self.source.commit_final(deadline)
+        if not committed and self.error is None:
             # Decisions were delivered; their offsets were not committed: a restart redelivers.
-            self.error = "the final offset commit failed; decisions may repeat after a restart"
-        self.source.close()
+            self.error = ("the final offset commit was not confirmed within the grace period; "
+                          "decisions may repeat after a restart")
+        self.source.close(deadline)
         self.obs.stopped({"consumed": self.stats.consumed, "decisions": self.sink.acked_decisions,
-                          "dead_letters": self.sink.acked_dead, "unacknowledged": left,
-                          "partitions_committed": committed, "error": self.error})
+                          "dead_letters": self.sink.acked_dead, "unacknowledged": unacked,
+                          "committed": committed, "error": self.error})
         if self._progress:
             self._progress(self)
         if self.error:
