@@ -48,6 +48,8 @@ class Observer:
         self.audit: AuditLog | None = None
         self._started_logged = False
         self.warm_up_ms = 0.0
+        self._model: dict[str, str] = {}
+        self._model_now: Callable[[], tuple[str, str, str, str]] | None = None
 
     # ---- lifecycle (not the hot path) ----------------------------------------------------------
     def serve(self, port: int | None = None) -> ObserveServer:
@@ -63,9 +65,12 @@ class Observer:
         self.metrics.model_info(model, version, variant, engine, self.settings.latency_budget_ms)
         self._model = {"model": model, "version": version, "variant": variant, "engine": engine}
 
-    def start(self, assignment: Callable[[], list[tuple[str, int]]], counts: Callable[[], Counts]) -> None:
-        """Background threads for a running worker: probes + lag, status line, audit writer."""
+    def start(self, assignment: Callable[[], list[tuple[str, int]]], counts: Callable[[], Counts],
+              model: Callable[[], tuple[str, str, str, str]] | None = None) -> None:
+        """Background threads for a running worker: probes + lag, status line, audit writer.
+        ``model``: (name, version, variant, engine) serving now, re-read by the probes (hot swaps)."""
         s, t = self.settings, self.topology
+        self._model_now = model
         self._assignment = assignment
         self.health.assigned = lambda: bool(assignment())
         if self._serve:
@@ -95,6 +100,11 @@ class Observer:
 
     def _refresh_ready(self) -> None:
         self.health.ready()  # keeps streamscore_ready current between /readyz requests
+        if self._model_now is not None:
+            name, version, variant, engine = self._model_now()
+            if (name, version) != (self._model["model"], self._model["version"]):
+                self._model = {"model": name, "version": version, "variant": variant, "engine": engine}
+                self.metrics.model_info(name, version, variant, engine, self.settings.latency_budget_ms)
 
     def draining(self) -> None:
         self.health.draining = True

@@ -206,7 +206,7 @@ class Worker:
         self.sink = KafkaSink(self.topology, self.settings, self.tracker)
         self.source = KafkaSource(self.topology, self.settings, self.tracker, self._drain_for_revoke)
         self.source.check_broker()
-        self.obs.start(self.source.assignment, self._counts)
+        self.obs.start(self.source.assignment, self._counts, self._model_now)
         self.sink.on_acked = self.obs.acked_hook()
         b = self.topology.batching
         self._stage = stage = ScoringStage(
@@ -346,6 +346,11 @@ class Worker:
         return Counts(self.stats.consumed, s.acked_decisions if s else 0, s.acked_dead if s else 0,
                       self.stats.degraded, self.stats.fallbacks,
                       self.obs.lag.total() if self.obs.lag else None, bool(self.source and self.source.paused))
+
+    def _model_now(self) -> tuple[str, str, str, str]:
+        assert self.live is not None
+        i = self.live.current.info
+        return i.name, i.version, i.variant, i.engine
 
     def done_count(self) -> int:
         s = self.sink
