@@ -32,7 +32,13 @@ class InputSpec(_Model):
     topic: str = Field(min_length=1)
     partitions: int = Field(6, ge=1, description="partitions created by `dev up`")
     consumer_group: str = Field(min_length=1)
-    max_payload_bytes: int = Field(16_384, gt=0, description="larger messages are dead-lettered")
+    # Checked before decoding; over a limit: dead-lettered (payload_too_large, key_too_large,
+    # headers_too_large). The defaults together stay far below the producer's 1,000,000 bytes, so
+    # a dead letter of a message within them is never truncated.
+    max_payload_bytes: int = Field(16_384, gt=0, le=100_000_000, description="larger values are dead-lettered")
+    max_key_bytes: int = Field(4_096, gt=0, le=100_000_000, description="larger keys are dead-lettered")
+    max_headers_bytes: int = Field(16_384, ge=0, le=100_000_000,
+                                   description="headers (names + values) beyond this are dead-lettered")
     schema_: EventSchema = Field(alias="schema")
 
 

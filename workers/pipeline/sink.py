@@ -40,13 +40,15 @@ class KafkaSink:
     def __init__(self, topology: Topology, settings: Settings, tracker: OffsetTracker) -> None:
         self._topology = topology
         self._tracker = tracker
-        self._producer = Producer(producer_config(topology, settings), logger=log)
+        conf = producer_config(topology, settings)
+        self._producer = Producer(conf, logger=log)
+        self._max_message_bytes = deadletter.max_message_bytes(conf)
         self.acked_decisions = 0
         self.acked_dead = 0
         self.e2e_ms: list[float] = []  # Kafka record timestamp -> decision acked, for the summary
         self._e2e_cap = 200_000
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, cb: Any,
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, cb: Any,
                  headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         while True:
             try:
@@ -87,9 +89,10 @@ class KafkaSink:
     def send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         topic = self._topology.dead_letter.topic
         for dl in dead:
-            hdrs = deadletter.headers_for(dl, self._topology.id)
-            self._produce(topic, dl.value or b"", dl.key, self._ack((dl.topic, dl.partition),
-                          dl.offset, None), hdrs)
+            # Truncated where it would not fit message.max.bytes (deadletter.py): never raises.
+            rec = deadletter.record(dl, self._topology.id, self._max_message_bytes)
+            self._produce(topic, rec.value, rec.key, self._ack((dl.topic, dl.partition),
+                          dl.offset, None), rec.headers)
         self._producer.poll(0)
 
     def poll(self, timeout_s: float = 0.0) -> None:

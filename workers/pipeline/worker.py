@@ -101,7 +101,7 @@ class Worker:
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
         self._backpressure = Backpressure(b.max_inflight_batches)
         self._stage: ScoringStage | None = None
-        self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
+        self._decoder = Decoder.of(topology.input)
         self._entity_fields = dict(topology.entities)  # Feast join key -> event field
         check_fit(self.manifest, topology)
         self._assembler = Assembler(self.manifest.inputs, self.manifest.online_numeric, topology.input.schema_)
