@@ -10,9 +10,9 @@ Before any decoding, the message's value, key and headers are held to the topolo
 ``key_too_large``, ``headers_too_large``. A null value (a tombstone, or a headers-only message) is
 ``null_payload``, an empty or blank one ``empty_payload``. Duplicate object keys are refused
 (``duplicate_key``): orjson keeps the last one, so ``"amount": -1, ..., "amount": 5`` would pass.
-Checking costs one ``bytes.count`` per message: a payload with as many ``:`` as keys in its
-top-level object has no room for a duplicate; others (nested objects, colons in strings) are
-counted exactly (``duplicate_keys``).
+Checking costs one ``bytes.count`` per message: a payload with no more ``:`` than keys in its
+top-level object and the schema's nested objects has no room for a duplicate; the few others
+(colons in strings, objects the schema does not name) are checked exactly (``duplicates.py``).
 """
 
 from __future__ import annotations
@@ -135,6 +135,15 @@ def _nested(obj: dict[str, Any], path: tuple[str, ...], name: str) -> object:
     return v
 
 
+def _nested_get(obj: dict[str, Any], first: str, rest: tuple[str, ...]) -> object:
+    v: Any = obj.get(first)
+    for seg in rest:
+        if type(v) is not dict:
+            return None
+        v = v.get(seg)
+    return v
+
+
 @dataclass(frozen=True)
 class _FieldPlan:
     """One field's checks, precomputed so the common valid value costs two or three comparisons."""
@@ -175,6 +184,11 @@ class Decoder:
         self._max_payload = max_payload_bytes
         self._max_key = max_key_bytes
         self._max_headers = max_headers_bytes
+        # Objects the schema reaches into ("device" of device.id; "a" and "a.b" of a.b.c): their
+        # keys are counted against the payload's colons without walking the whole tree.
+        nested = sorted({p[:i] for p in (split_path(n) for n in schema.fields) for i in range(1, len(p))})
+        self._objects: list[tuple[str, tuple[str, ...] | None]] = [
+            (p[0], None) if len(p) == 1 else (p[0], p[1:]) for p in nested]
 
     @classmethod
     def of(cls, spec: InputSpec) -> Decoder:
@@ -210,12 +224,17 @@ class Decoder:
             raise _Rejected("invalid_json", msg) from None
         if type(obj) is not dict:
             raise _Rejected("not_an_object", f"event must be a JSON object, got {type(obj).__name__}")
-        if raw.count(b":") != len(obj):  # see the module doc
+        get = obj.get
+        keys = len(obj)
+        for a, b in self._objects:  # the schema's nested objects (see the module doc)
+            v = get(a) if b is None else _nested_get(obj, a, b)
+            if type(v) is dict:
+                keys += len(v)
+        if raw.count(b":") != keys:
             dup = duplicate_keys(raw, obj)
             if dup is not None:
                 raise _Rejected("duplicate_key", f"key {dup[:64]!r} appears more than once in an object")
         out: list[object] = []
-        get = obj.get
         # Fast path per field: the common valid case costs two or three checks; anything unusual
         # goes to _check_field, which names the exact problem. NaN never passes `lo <= v <= hi`.
         for p in self._plan:
