@@ -50,7 +50,14 @@ class TopicSpec(_Model):
 class FeaturesSpec(_Model):
     feature_service: str = Field(min_length=1)
     reader: Literal["feast_sdk", "redis_fast"] = "feast_sdk"
-    timeout_ms: int = Field(50, gt=0, description="a slower store read scores with defaults")
+    timeout_ms: int = Field(50, gt=0, description="the least a store read waits (connect, and a batch past its budget)")
+    latency_budget_ms: int = Field(
+        250, gt=0, description="a store read waits up to this minus the time since the batch's oldest "
+                               "event arrived (never less than timeout_ms)")
+    on_unavailable: Literal["score_with_defaults", "fallback"] = Field(
+        "fallback", description="rows of a batch whose store could not be read (down, slow, refused, empty)")
+    on_missing: dict[str, Literal["score_with_defaults", "fallback"]] = Field(
+        default_factory=dict, description="per view: rows whose entity it lacks; unlisted: score_with_defaults")
     cache_ttl_ms: int = Field(0, ge=0, description="in-process cache for slow views; 0 = off")
     cache_max_entries: int = Field(100_000, gt=0)
     cached_views: tuple[str, ...] = ()

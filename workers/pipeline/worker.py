@@ -37,6 +37,7 @@ from workers.engines.base import default_buckets
 from workers.events import EventBatch, F32Array, OnlineFeatures
 from workers.features.base import FeatureReader, no_features
 from workers.features.factory import make_reader
+from workers.features.policy import FeaturePolicy, model_views, read_timeout_s
 from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
 from workers.model.manifest import ModelManifest, load_manifest
@@ -54,7 +55,8 @@ class WorkerStats:
     consumed: int = 0
     batches: int = 0
     fallbacks: int = 0
-    degraded: int = 0  # rows scored with default features because the store could not be read
+    degraded: int = 0  # rows whose store could not be read (decided by features.on_unavailable)
+    unavailable: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # rows per cause
     verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -105,6 +107,8 @@ class Worker:
         self._entity_fields = dict(topology.entities)  # Feast join key -> event field
         check_fit(self.manifest, topology)
         self._assembler = Assembler(self.manifest.inputs, self.manifest.online_numeric, topology.input.schema_)
+        self._policy = FeaturePolicy(topology.features, model_views(
+            [*self.manifest.online_numeric, *self.manifest.online_strings]), topology.source_path or "topology")
         self.sink: KafkaSink | None = None
         self.source: KafkaSource | None = None
         self._decider: Decider | None = None
@@ -312,11 +316,14 @@ class Worker:
                 return
         n = len(batch)
         t0 = time.perf_counter()
-        feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
+        feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()},
+                              read_timeout_s(self.topology.features, int(batch.received_ns.min()), time.time_ns()))
                  if self._entity_fields else no_features(n))
         t1 = time.perf_counter()
         if feats.degraded:
             self.stats.degraded += n
+            self.stats.unavailable[feats.unavailable or "error"] += n
+            metrics.FEATURES_UNAVAILABLE.labels(self.topology.id, feats.unavailable or "error").inc(n)
         x = self._assembler.assemble(batch, feats)
         bad = ~np.isfinite(x).all(axis=1)
         why: list[str | None] = [None] * n
@@ -336,6 +343,10 @@ class Worker:
             why = [f"engine_error:{type(exc).__name__}"] * n
         out = out.astype(np.float32, copy=True)
         out[bad] = np.nan
+        for rows, code in self._policy.fallbacks(feats):  # features.on_unavailable / on_missing
+            out[rows] = np.nan
+            for i in np.flatnonzero(rows).tolist():
+                why[i] = why[i] or code
         t3 = time.perf_counter()
         timings = {
             "features": round((t1 - t0) * 1e3, 3),
