@@ -81,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = w.stats
     print(
         f"consumed={s.consumed} decisions={w.sink.acked_decisions if w.sink else 0} "
-        f"dead_letters={w.sink.acked_dead if w.sink else 0} verdicts={dict(s.verdicts)}",
+        f"dead_letters={w.sink.acked_dead if w.sink else 0} verdicts={dict(s.verdicts)} "
+        f"dead_reasons={dict(s.dead_reasons)} unavailable={dict(s.unavailable)}",
         flush=True,
     )
     return code
@@ -265,7 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `chaos` passes its options on (argparse's REMAINDER does not take a leading `--quick`).
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "fn", None) is cmd_chaos:
+        args.rest = extra + args.rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from workers.logs import setup_logging
 
     setup_logging(args.log_level)

@@ -9,8 +9,9 @@ cluster redirect). ``describe`` words each one as what to do.
 A Redis that restarted without persistence answers every key as absent: read naively, every
 row is "a new card" scored with defaults. ``setup`` (materialize) writes a sentinel per view,
 ``streamscore:materialized:<project>:<view>``; ``StoreHealth`` checks that the views' sentinels
-exist, at most once per ``interval_s`` on its own connection, and ``GuardedReader`` turns a batch
-read from a store without them into a degraded one (``empty_store``) for the policy to decide.
+exist, at most once per ``interval_s`` on its own connection (and at once after a failed read or
+a batch where every row of every view is missing), and ``GuardedReader`` turns a batch read from
+a store without them into a degraded one (``empty_store``) for the policy to decide.
 A sentinel is exact where a share of missing rows would have to guess: a burst of new cards and
 an emptied store look alike by their rows.
 """
@@ -102,6 +103,10 @@ class StoreHealth:
         self._empty: list[str] = []
         self._client: Any = None
 
+    def recheck(self) -> None:
+        """Ask again on the next call (the reader just failed: the store may come back empty)."""
+        self._next = 0.0
+
     def empty_views(self) -> list[str]:
         """Views without a sentinel at the last check ([] while the store cannot be asked: the
         reader reports that itself)."""
@@ -154,7 +159,11 @@ class GuardedReader:
 
     def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
         out = self._reader.fetch(entities, timeout_s)
-        if not out.degraded and len(out):
+        if out.degraded:
+            self._health.recheck()  # a store that comes back may come back empty
+        elif len(out):
+            if all(m.all() for m in out.missing.values()):
+                self._health.recheck()  # every row of every view missing: a flushed store?
             empty = self._health.empty_views()
             if empty:
                 out = dataclasses.replace(out, degraded=True, unavailable="empty_store")
