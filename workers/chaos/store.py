@@ -102,7 +102,12 @@ def _check(ctx: ChaosContext, name: str, t_topic: Any, recs: list[dict[str, Any]
     uncaused = [r for r in degraded if not any(f.startswith("unavailable:") for f in r["flags"])]
     after = sorted(r["decided_at_ms"] for r in recs if r["decided_at_ms"] >= fault[1] and r["score"] is not None)
     recover_s = (after[0] - fault[1]) / 1000.0 if after else None
-    notes = [f"degraded {len(degraded)} of {len(recs)}, causes {sorted(seen)}, counted {counted}"]
+    # Read from the store while it was empty, yet not flagged: "new" on every view, not degraded.
+    views = {f for r in recs for f in r["flags"] if f.startswith("missing:")}
+    unflagged = [r for r in recs if fault[0] <= r["decided_at_ms"] <= fault[1] and "degraded" not in r["flags"]
+                 and views and views <= set(r["flags"])]
+    notes = [f"degraded {len(degraded)} of {len(recs)}, causes {sorted(seen)}, counted {counted}, "
+             f"missing every view but not degraded during the fault {len(unflagged)}"]
     ok = True
     for cond, why in (
         (c.lost == 0 and c.duplicated == 0 and c.contradictory == 0, "lost/duplicated/contradictory"),
@@ -110,6 +115,7 @@ def _check(ctx: ChaosContext, name: str, t_topic: Any, recs: list[dict[str, Any]
         (not off_policy, f"{len(off_policy)} degraded decisions not decided by the policy"),
         (not uncaused, f"{len(uncaused)} degraded decisions without their cause"),
         (causes <= seen, f"cause(s) {sorted(causes - seen)} never flagged"),
+        ("empty_store" not in causes or not unflagged, f"{len(unflagged)} decisions read from the empty store unflagged"),
         (sum(counted.values()) == len(degraded), "the worker's count differs from the flagged decisions"),
         (must_log in logs, f"not logged: {must_log!r}"),
         (recover_s is not None, "no scored decision after the fault"),
