@@ -115,7 +115,8 @@ def _check(ctx: ChaosContext, name: str, t_topic: Any, recs: list[dict[str, Any]
         (not off_policy, f"{len(off_policy)} degraded decisions not decided by the policy"),
         (not uncaused, f"{len(uncaused)} degraded decisions without their cause"),
         (causes <= seen, f"cause(s) {sorted(causes - seen)} never flagged"),
-        ("empty_store" not in causes or not unflagged, f"{len(unflagged)} decisions read from the empty store unflagged"),
+        ("empty_store" not in causes or not unflagged, f"{len(unflagged)} decisions read from the empty store "
+         f"unflagged, e.g. {[(r['decided_at_ms'] - fault[0], r.get('card_id'), r.get('merchant_id')) for r in unflagged[:3]]}"),
         (sum(counted.values()) == len(degraded), "the worker's count differs from the flagged decisions"),
         (must_log in logs, f"not logged: {must_log!r}"),
         (recover_s is not None, "no scored decision after the fault"),

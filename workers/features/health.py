@@ -114,17 +114,20 @@ class StoreHealth:
         if now < self._next or not self._keys:
             return self._empty
         self._next = now + self._interval_s
-        try:
-            if self._client is None:
-                self._client = redis_client(self._settings, timeout_s=0.2)
-            if self._client.exists(*self._keys) == len(self._keys):
-                self._empty = []
-            else:
-                found = self._client.mget(self._keys)
-                self._empty = [v for v, x in zip(self._views, found) if x is None]
-        except Exception:  # unreachable / auth: the batch read says so, with its cause
-            self._empty = []
-            self._close()
+        for _ in range(2):  # a connection from before a Redis restart fails once: a new one
+            try:
+                if self._client is None:
+                    self._client = redis_client(self._settings, timeout_s=0.2)
+                if self._client.exists(*self._keys) == len(self._keys):
+                    self._empty = []
+                else:
+                    found = self._client.mget(self._keys)
+                    self._empty = [v for v, x in zip(self._views, found) if x is None]
+                return self._empty
+            except Exception:  # unreachable / auth: the batch read says so, with its cause
+                self._close()
+        self._empty = []
+        self._next = 0.0  # could not ask: ask again next batch
         return self._empty
 
     def _close(self) -> None:

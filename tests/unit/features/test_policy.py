@@ -144,3 +144,42 @@ def test_a_reachable_but_empty_store_is_degraded_empty_store(caplog: pytest.LogC
     assert sum("holds no materialized features" in r.message for r in caplog.records) == 1  # once, not per batch
     health.empty = []
     assert not g.fetch(ents).degraded
+
+
+@pytest.mark.parametrize(("reply", "cause"), [("NOAUTH Authentication required.", "auth"),
+                                              ("WRONGPASS invalid username-password pair", "auth"),
+                                              ("LOADING Redis is loading the dataset in memory", "loading")])
+def test_error_replies_of_a_whole_store_fail_the_batch_not_read_as_missing(reply: str, cause: str) -> None:
+    """A Redis that requires a password answered every key with NOAUTH, which read as 'missing'."""
+    from workers.features.redis_fast import FastRedisReader
+
+    with pytest.raises(redis.exceptions.RedisError) as err:
+        FastRedisReader._reply_error(None, reply)  # type: ignore[arg-type]
+    assert cause_of(err.value) == cause
+
+
+def test_health_asks_again_on_a_new_connection_after_a_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The health client's connection from before a Redis restart fails once; that is not 'fine'."""
+    import workers.features.health as health
+
+    class Client:
+        made = 0
+
+        def __init__(self) -> None:
+            Client.made += 1
+            self.broken = Client.made == 1
+
+        def exists(self, *keys: str) -> int:
+            if self.broken:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            return 0
+
+        def mget(self, keys: list[str]) -> list[None]:
+            return [None] * len(keys)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(health, "redis_client", lambda *a, **k: Client())
+    h = StoreHealth(Settings(), "p", ["card_profile", "merchant_risk"])
+    assert h.empty_views() == ["card_profile", "merchant_risk"] and Client.made == 2
