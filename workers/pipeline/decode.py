@@ -10,9 +10,9 @@ Before any decoding, the message's value, key and headers are held to the topolo
 ``key_too_large``, ``headers_too_large``. A null value (a tombstone, or a headers-only message) is
 ``null_payload``, an empty or blank one ``empty_payload``. Duplicate object keys are refused
 (``duplicate_key``): orjson keeps the last one, so ``"amount": -1, ..., "amount": 5`` would pass.
-Checking costs one ``bytes.count`` per message: a payload with no more ``:`` than keys in its
-top-level object and the schema's nested objects has no room for a duplicate; the few others
-(colons in strings, objects the schema does not name) are checked exactly (``duplicates.py``).
+Checking costs one count of ``:`` per message (``_scan.c``): a payload with no more colons than
+keys in its top-level object and the schema's nested objects has no room for a duplicate; the few
+others (colons in strings, objects the schema does not name) are checked exactly (``duplicates.py``).
 """
 
 from __future__ import annotations
