@@ -11,7 +11,7 @@ RATE    ?= 2000
 
 .PHONY: install setup demo test unit integration typecheck bench bench-engine bench-quix bench-e2e up down status clean
 
-$(STAMP): pyproject.toml setup.py workers/features/_resp.c
+$(STAMP): pyproject.toml setup.py workers/features/_resp.c workers/pipeline/_scan.c
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (3.11+)"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip wheel

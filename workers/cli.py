@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = w.stats
     print(
         f"consumed={s.consumed} decisions={w.sink.acked_decisions if w.sink else 0} "
-        f"dead_letters={w.sink.acked_dead if w.sink else 0} verdicts={dict(s.verdicts)}",
+        f"dead_letters={w.sink.acked_dead if w.sink else 0} verdicts={dict(s.verdicts)} "
+        f"dead_reasons={dict(s.dead_reasons)} unavailable={dict(s.unavailable)}",
         flush=True,
     )
     return code

@@ -124,6 +124,7 @@ class OnlineFeatures:
     missing: dict[str, BoolArray]  # feature view name -> row had no value in the online store
     stale: dict[str, BoolArray]  # feature view name -> value older than the view's TTL
     degraded: bool = False  # the store could not be read at all: every row got defaults
+    unavailable: str | None = None  # why, when degraded (workers/features/health.py CAUSES)
     fetch_ms: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 

@@ -33,7 +33,13 @@ class InputSpec(_Model):
     topic: str = Field(min_length=1)
     partitions: int = Field(6, ge=1, description="partitions created by `dev up`")
     consumer_group: str = Field(min_length=1)
-    max_payload_bytes: int = Field(16_384, gt=0, description="larger messages are dead-lettered")
+    # Checked before decoding; over a limit: dead-lettered (payload_too_large, key_too_large,
+    # headers_too_large). The defaults together stay far below the producer's 1,000,000 bytes, so
+    # a dead letter of a message within them is never truncated.
+    max_payload_bytes: int = Field(16_384, gt=0, le=100_000_000, description="larger values are dead-lettered")
+    max_key_bytes: int = Field(4_096, gt=0, le=100_000_000, description="larger keys are dead-lettered")
+    max_headers_bytes: int = Field(16_384, ge=0, le=100_000_000,
+                                   description="headers (names + values) beyond this are dead-lettered")
     schema_: EventSchema = Field(alias="schema")
 
 
@@ -45,7 +51,14 @@ class TopicSpec(_Model):
 class FeaturesSpec(_Model):
     feature_service: str = Field(min_length=1)
     reader: Literal["feast_sdk", "redis_fast"] = "feast_sdk"
-    timeout_ms: int = Field(50, gt=0, description="a slower store read scores with defaults")
+    timeout_ms: int = Field(50, gt=0, description="the least a store read waits (connect, and a batch past its budget)")
+    latency_budget_ms: int = Field(
+        250, gt=0, description="a store read waits up to this minus the time since the batch's oldest "
+                               "event arrived (never less than timeout_ms)")
+    on_unavailable: Literal["score_with_defaults", "fallback"] = Field(
+        "fallback", description="rows of a batch whose store could not be read (down, slow, refused, empty)")
+    on_missing: dict[str, Literal["score_with_defaults", "fallback"]] = Field(
+        default_factory=dict, description="per view: rows whose entity it lacks; unlisted: score_with_defaults")
     cache_ttl_ms: int = Field(0, ge=0, description="in-process cache for slow views; 0 = off")
     cache_max_entries: int = Field(100_000, gt=0)
     cached_views: tuple[str, ...] = ()

@@ -21,6 +21,7 @@ class FakeMessage:
     _partition: int = 0
     _offset: int = 0
     _error: object = None
+    _headers: list[tuple[str, bytes | None]] | None = None
 
     def value(self) -> bytes | None:
         return self._value
@@ -42,6 +43,9 @@ class FakeMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (1, 1_700_000_000_000)  # TIMESTAMP_CREATE_TIME
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
 
 
 @pytest.fixture(scope="session")

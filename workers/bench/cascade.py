@@ -64,6 +64,9 @@ class _Msg:
     def offset(self) -> int:
         return self._o
 
+    def headers(self) -> None:
+        return None
+
     def error(self) -> None:
         return None
 

@@ -35,7 +35,9 @@ class ChaosContext:
 Scenario = Callable[[ChaosContext], ScenarioResult]
 
 # Modules with a SCENARIOS mapping, in the order the suite runs them.
-SCENARIO_MODULES: tuple[str, ...] = ("workers.chaos.delivery",)
+SCENARIO_MODULES: tuple[str, ...] = (
+    "workers.chaos.delivery", "workers.chaos.store", "workers.chaos.badinput",
+)
 
 
 def all_scenarios() -> dict[str, Scenario]:

@@ -64,8 +64,8 @@ def malformed(ev: Mapping[str, Any], kind: str, schema: EventSchema, max_payload
         return orjson.dumps(ev)[:-7], "invalid_json"
     if kind == "not_an_object":
         return b"[1, 2, 3]", "not_an_object"
-    if kind == "oversize":
-        return orjson.dumps({**ev, "padding": "x" * (max_payload + 1)}), "oversize"
+    if kind == "payload_too_large":
+        return orjson.dumps({**ev, "padding": "x" * (max_payload + 1)}), "payload_too_large"
     if kind == "missing_field":
         f = _first(schema, lambda s: s.required)
         return (orjson.dumps(_with(ev, f, None, drop=True)), f"missing_field:{f}") if f else None
@@ -101,7 +101,7 @@ def malformed(ev: Mapping[str, Any], kind: str, schema: EventSchema, max_payload
 
 MALFORMED_KINDS = (
     "invalid_json", "not_an_object", "missing_field", "wrong_type", "out_of_range",
-    "non_finite", "oversize", "wrong_encoding",
+    "non_finite", "payload_too_large", "wrong_encoding",
 )
 
 

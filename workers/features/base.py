@@ -30,8 +30,9 @@ class FeatureReader(Protocol):
         """The entity columns ``fetch`` expects (Feast join keys of the feature service's views)."""
         ...
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
-        """``entities`` maps join key (e.g. ``card_id``) -> key per row; returns one row per row."""
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
+        """``entities`` maps join key (e.g. ``card_id``) -> key per row; returns one row per row.
+        ``timeout_s``: how long this read may wait for the store (None: the reader's own)."""
         ...
 
     def close(self) -> None: ...
@@ -48,7 +49,7 @@ class NoFeatures:
 
     join_keys: list[str] = []
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
         return no_features(len(next(iter(entities.values()))) if entities else 0)
 
     def close(self) -> None:
@@ -62,8 +63,10 @@ class FeatureDefaults:
         self.numeric = np.asarray(manifest.numeric_defaults(), dtype=np.float32)
         self.strings = {r: str(manifest.defaults[r]) for r in manifest.online_strings}
 
-    def rows(self, n: int, views: Iterable[str], *, degraded: bool, t0: float) -> OnlineFeatures:
-        """``n`` rows of defaults; ``degraded``: the store could not be read at all."""
+    def rows(self, n: int, views: Iterable[str], *, degraded: bool, t0: float,
+             unavailable: str | None = None) -> OnlineFeatures:
+        """``n`` rows of defaults; ``degraded``: the store could not be read at all (``unavailable``
+        says why)."""
         return OnlineFeatures(
             numeric=np.broadcast_to(self.numeric, (n, self.numeric.shape[0])).copy(),
             strings={r: np.full(n, v, dtype=object) for r, v in self.strings.items()},
@@ -71,6 +74,7 @@ class FeatureDefaults:
             missing={v: np.full(n, degraded, dtype=bool) for v in views},
             stale={v: np.zeros(n, dtype=bool) for v in views},
             degraded=degraded,
+            unavailable=(unavailable or "error") if degraded else None,
             fetch_ms=(time.perf_counter() - t0) * 1000.0,
         )
 

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from workers.features.health import mark_materialized
 from workers.features.base import FeatureStoreError
 from workers.hooks import load_hook
 from workers.settings import Settings
@@ -172,6 +173,8 @@ def setup_features(settings: Settings, topology: Topology, seed: int = 7) -> Non
                 f"materializing {service_name!r}: offline data is missing ({e}); does "
                 f"{topology.source_path}'s dev.offline_data write every view of the service?") from e
         raise
+    # The reader's check that the store was not emptied since (workers/features/health.py).
+    mark_materialized(settings, cfg.project, [fv.name for fv in views])
     log.info(
         "features of %s set up: data %.1fs, apply %.1fs, materialize %.1fs (%s)", service_name,
         t_data - t0, t_apply - t_data, time.perf_counter() - t_apply, ", ".join(fv.name for fv in views),

@@ -19,7 +19,8 @@ import pandas as pd
 
 from workers.events import BoolArray, ObjArray, OnlineFeatures
 from workers.features.base import FeatureDefaults, FeatureStoreError, StalePolicy
-from workers.features.feast_repo import redis_unreachable, repo_config
+from workers.features.feast_repo import repo_config
+from workers.features.health import cause_of, describe
 from workers.model.manifest import ModelManifest
 from workers.settings import Settings, get_settings
 
@@ -79,6 +80,7 @@ class FeastSdkReader:
         self._now_s = now_s
         self._down_until = 0.0
         self.last_error: str | None = None
+        self.last_cause: str | None = None
         repo = Path(repo_path).resolve()
         self._store: FeatureStore = FeatureStore(repo_path=str(repo), config=repo_config(repo, self._settings))
         try:
@@ -148,8 +150,9 @@ class FeastSdkReader:
         """Entity columns ``fetch`` expects (``card_id``, ``merchant_id``)."""
         return list(self._join_keys)
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
-        """Features for rows given as entity columns (e.g. ``{"card_id": ..., "merchant_id": ...}``)."""
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
+        """Features for rows given as entity columns (e.g. ``{"card_id": ..., "merchant_id": ...}``).
+        ``timeout_s`` is not used: Feast's client keeps the socket timeout of its connection string."""
         t0 = time.perf_counter()
         missing_keys = [k for k in self._join_keys if k not in entities]
         if missing_keys:
@@ -178,10 +181,11 @@ class FeastSdkReader:
             if not self._is_connection_error(e):
                 raise
             self._down_until = time.monotonic() + self._retry_after_s
-            self.last_error = f"{redis_unreachable(self._settings)} ({type(e).__name__}: {e})"
-            log.warning("%s; serving defaults for %.0f ms", self.last_error, self._retry_after_s * 1000.0)
+            self.last_cause = cause_of(e)
+            self.last_error = describe(self.last_cause, self._settings, e)
+            log.error("%s; the feature policy decides for %.0f ms", self.last_error, self._retry_after_s * 1000.0)
             return self._all_defaults(n, degraded=True, t0=t0)
-        self.last_error = None
+        self.last_error = self.last_cause = None
         return self._decode(response.proto, len(first), inverse, t0, feast_ms)
 
     @staticmethod
@@ -245,7 +249,16 @@ class FeastSdkReader:
         )
 
     def _all_defaults(self, n: int, *, degraded: bool, t0: float) -> OnlineFeatures:
-        return self._fill.rows(n, self._views, degraded=degraded, t0=t0)
+        return self._fill.rows(n, self._views, degraded=degraded, t0=t0, unavailable=self.last_cause)
+
+    @property
+    def views(self) -> list[str]:
+        """The feature service's views (the names ``missing`` and ``features.on_missing`` use)."""
+        return list(self._views)
+
+    @property
+    def project(self) -> str:
+        return str(self._store.project)
 
     def close(self) -> None:
         try:

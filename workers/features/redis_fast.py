@@ -31,8 +31,9 @@ value or its timestamp is 0; ``stale`` when older than the view's TTL; missing a
 ``stale_policy="default"``) stale values get the manifest's defaults. Timestamps are rounded to
 microseconds exactly as Feast's datetime round trip rounds them, so TTL edges agree too.
 
-Failure: Redis down or slow (socket timeouts of ``features.timeout_ms``) -> ``fetch`` returns
-defaults with ``degraded=True`` and every view missing, does not try again for
+Failure: Redis down, slow (past the batch's ``timeout_s``, by default ``features.timeout_ms``) or
+refusing the credentials -> ``fetch`` returns defaults with ``degraded=True``, the cause in
+``unavailable`` (``workers/features/health.py``) and every view missing, does not try again for
 ``retry_after_ms``, then reconnects by itself. It never raises for the store.
 
 Limitations, checked at start-up: one Redis node. Feast's keys carry no hash tag, so on Redis
@@ -59,6 +60,7 @@ import numpy.typing as npt
 
 from workers.events import BoolArray, F32Array, F64Array, ObjArray, OnlineFeatures
 from workers.features.base import FeatureDefaults, FeatureStoreError, StalePolicy
+from workers.features.health import cause_of, describe
 from workers.features.layout import GroupPlan, plan_groups
 from workers.features.wire import (
     CELL_WIDTH,
@@ -328,6 +330,7 @@ class FastRedisReader:
         self._clock_s = clock_s
         self._down_until = 0.0
         self.last_error: str | None = None
+        self.last_cause: str | None = None
         self._fill = FeatureDefaults(manifest)
         self._defaults = self._fill.numeric
         self._string_defaults = self._fill.strings
@@ -427,8 +430,9 @@ class FastRedisReader:
     def cache_misses(self) -> int:
         return sum(c.misses for c in self._caches if c is not None)
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
-        """Features for rows given as entity columns (e.g. ``{"card_id": ..., "merchant_id": ...}``)."""
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
+        """Features for rows given as entity columns (e.g. ``{"card_id": ..., "merchant_id": ...}``);
+        ``timeout_s``: how long reads may wait for Redis (default ``timeout_ms``)."""
         t0 = time.perf_counter()
         missing_keys = [g.join_key for g in self._groups if g.join_key not in entities]
         if missing_keys:
@@ -439,7 +443,7 @@ class FastRedisReader:
         if self._clock_s() < self._down_until:
             return self._all_defaults(n, degraded=True, t0=t0)
         try:
-            return self._fetch(entities, n, t0)
+            return self._fetch(entities, n, t0, timeout_s or self._timeout_s)
         except Exception as e:
             self._failed(e)
             return self._all_defaults(n, degraded=True, t0=t0)
@@ -453,14 +457,10 @@ class FastRedisReader:
         slow = isinstance(e, (TimeoutError, redis.exceptions.TimeoutError))
         backoff_s = min(self._retry_after_s, 0.1) if slow else self._retry_after_s
         self._down_until = self._clock_s() + backoff_s
-        host, port = self._settings.redis_host_port
-        if isinstance(e, _StoreError):
-            self.last_error = str(e)
-        else:
-            self.last_error = (f"Redis at {host}:{port} did not answer — is `streamscore dev up` running? "
-                               f"({type(e).__name__}: {e})")
+        self.last_cause = "error" if isinstance(e, _StoreError) else cause_of(e)
+        self.last_error = str(e) if isinstance(e, _StoreError) else describe(self.last_cause, self._settings, e)
         if isinstance(e, (redis.exceptions.RedisError, OSError, _StoreError)):
-            log.warning("%s; serving defaults for %.0f ms", self.last_error, backoff_s * 1000.0)
+            log.error("%s; the feature policy decides for %.0f ms", self.last_error, backoff_s * 1000.0)
         else:  # a bug, not the store: keep scoring with defaults, but say where
             log.exception("redis_fast reader failed; serving defaults for %.0f ms", backoff_s * 1000.0)
 
@@ -479,7 +479,7 @@ class FastRedisReader:
         self._reader = self._hiredis.Reader()
         self._pos = self._end = 0
 
-    def _fetch(self, entities: dict[str, ObjArray], n: int, t0: float) -> OnlineFeatures:
+    def _fetch(self, entities: dict[str, ObjArray], n: int, t0: float, timeout_s: float) -> OnlineFeatures:
         clock = self._clock_s()
         plans: list[tuple[GroupPlan, IntpArray, list[Any], IntpArray, BoolArray | None, list[Any]]] = []
         sock = None
@@ -496,7 +496,9 @@ class FastRedisReader:
                 todo = [] if hit.all() else [ids[i] for i in np.flatnonzero(~hit).tolist()]
             if todo:
                 # Sent per group at once: Redis starts on this one while the next is prepared.
-                sock = sock or self._socket()
+                if sock is None:
+                    sock = self._socket()
+                    sock.settimeout(timeout_s)  # the batch's budget (Worker: latency_budget_ms)
                 key_parts = keys.parts(todo)
                 sock.sendall(g.hgetall_request(key_parts) if self._hgetall[g.join_key] else g.request(key_parts))
             plans.append((g, codes, ids, slots, hit, todo))
@@ -524,7 +526,7 @@ class FastRedisReader:
                 rows = merged
             results.append(rows)
             decode_s += time.perf_counter() - t2
-        self.last_error = None
+        self.last_error = self.last_cause = None
         out = self._assemble(plans, results, n, t0)
         out.extra.update({
             "redis_keys": float(sum(len(p[5]) for p in plans)),
@@ -715,7 +717,14 @@ class FastRedisReader:
 
     @staticmethod
     def _reply_error(g: GroupPlan, msg: str) -> None:
-        """An error reply for one key: a cluster redirect fails the batch, anything else reads missing."""
+        """An error reply for one key: a cluster redirect, missing credentials or a loading Redis fail
+        the batch (every key answers the same), anything else reads missing."""
+        import redis
+
+        if msg.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+            raise redis.exceptions.AuthenticationError(msg)
+        if msg.startswith(("LOADING", "MASTERDOWN")):
+            raise redis.exceptions.BusyLoadingError(msg)
         if msg.startswith(("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")):
             raise _StoreError(f"Redis answered {msg!r}: the redis_fast reader does not support "
                               "Redis Cluster — use `features.reader: feast_sdk`")
@@ -761,7 +770,12 @@ class FastRedisReader:
         )
 
     def _all_defaults(self, n: int, *, degraded: bool, t0: float) -> OnlineFeatures:
-        return self._fill.rows(n, self._service_views, degraded=degraded, t0=t0)
+        return self._fill.rows(n, self._service_views, degraded=degraded, t0=t0, unavailable=self.last_cause)
+
+    @property
+    def views(self) -> list[str]:
+        """The feature service's views (the names ``missing`` and ``features.on_missing`` use)."""
+        return list(self._service_views)
 
     def close(self) -> None:
         self._disconnect()

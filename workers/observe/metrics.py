@@ -99,6 +99,10 @@ MISSING = Counter("streamscore_feature_missing_total",
                   "Rows whose entity had no value in a feature view (defaults used)", ["stage", "view"])
 STALE = Counter("streamscore_feature_stale_total",
                 "Rows whose feature value was older than the view's TTL (defaults used)", ["stage", "view"])
+FEATURES_UNAVAILABLE = Counter(
+    "streamscore_features_unavailable_rows_total",
+    "Rows whose online store could not be read, by cause (unreachable, timeout, auth, loading, empty_store, error)",
+    ["stage", "cause"])
 CACHE_HITS = Counter("streamscore_feature_cache_hits_total", "In-process feature cache hits", ["stage"])
 CACHE_MISSES = Counter("streamscore_feature_cache_misses_total", "In-process feature cache misses", ["stage"])
 
@@ -191,6 +195,10 @@ class StageMetrics:
         misses = extra.get("cache_misses")
         if misses:
             self._cache_misses.inc(misses)
+
+    def unavailable(self, rows: int, cause: str) -> None:
+        """Rows decided by the degraded-mode policy because the store could not be read."""
+        self._child(FEATURES_UNAVAILABLE, cause).inc(rows)
 
     def decided(self, verdict_counts: dict[str, int], fallback_causes: dict[str, int]) -> None:
         for verdict, c in verdict_counts.items():

@@ -289,8 +289,8 @@ class Decider:
         flags_common: list[str] = []
         row_flags: list[list[str]] = [[] for _ in range(n)]
         if features is not None:
-            if features.degraded:
-                flags_common.append("degraded")
+            if features.degraded:  # the store could not be read, and why (features/health.py)
+                flags_common += ["degraded", f"unavailable:{features.unavailable or 'error'}"]
             for view, mask in features.missing.items():
                 for j in np.flatnonzero(mask).tolist():
                     row_flags[j].append(f"missing:{view}")

@@ -1,9 +1,18 @@
 """Decode stage: raw Kafka messages -> validated ``EventBatch`` columns + dead letters.
 
 Bad input is data, not an exception: every message that cannot become an event becomes a
-``DeadLetter`` carrying the original bytes, where it came from and a machine-readable reason. The
-worker never stops on bad input. Python runs once per message here (one ``orjson.loads`` each);
-everything after this stage is per batch.
+``DeadLetter`` carrying the original bytes (value, key and headers; a null value stays null),
+where it came from and a machine-readable reason. The worker never stops on bad input. Python runs
+once per message here (one ``orjson.loads`` each); everything after this stage is per batch.
+
+Before any decoding, the message's value, key and headers are held to the topology's limits
+(``input.max_payload_bytes``, ``max_key_bytes``, ``max_headers_bytes``): ``payload_too_large``,
+``key_too_large``, ``headers_too_large``. A null value (a tombstone, or a headers-only message) is
+``null_payload``, an empty or blank one ``empty_payload``. Duplicate object keys are refused
+(``duplicate_key``): orjson keeps the last one, so ``"amount": -1, ..., "amount": 5`` would pass.
+Checking costs one count of ``:`` per message (``_scan.c``): a payload with no more colons than
+keys in its top-level object and the schema's nested objects has no room for a duplicate; the few
+others (colons in strings, objects the schema does not name) are checked exactly (``duplicates.py``).
 """
 
 from __future__ import annotations
@@ -12,14 +21,28 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from workers.events import BoolArray, EventBatch
+from workers.pipeline.duplicates import duplicate_keys
 from workers.schema import EventSchema, FieldSpec, split_path
+
+try:  # memchr from C (workers/pipeline/_scan.c); bytes.count costs ~10x as much per event
+    from workers.pipeline._scan import colons as _colons
+except ImportError:  # pragma: no cover - an install without a C compiler
+    def _colons(raw: bytes) -> int:
+        return raw.count(b":")
+
+if TYPE_CHECKING:
+    from workers.topology import InputSpec
+
+Headers = Sequence[tuple[str, str | bytes | None]]
+# What confluent-kafka's Message.headers() is typed to return (consumed messages: a list of tuples).
+RawHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
 
 
 class KafkaMessage(Protocol):
@@ -32,6 +55,7 @@ class KafkaMessage(Protocol):
     def offset(self) -> int | None: ...
     def error(self) -> Any: ...
     def timestamp(self) -> tuple[int, int]: ...
+    def headers(self) -> RawHeaders | None: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,16 @@ class DeadLetter:
     offset: int
     reason: str
     detail: str
+    headers: Headers | None = None  # the original message's headers
+
+
+def headers_list(headers: RawHeaders | None) -> Headers | None:
+    return list(headers.items()) if isinstance(headers, dict) else headers
+
+
+def headers_bytes(headers: Headers) -> int:
+    """Names + values of a message's headers, the size ``max_headers_bytes`` limits."""
+    return sum(len(k) + len(v or b"") for k, v in headers)
 
 
 class _Rejected(Exception):
@@ -107,6 +141,15 @@ def _nested(obj: dict[str, Any], path: tuple[str, ...], name: str) -> object:
     return v
 
 
+def _nested_get(obj: dict[str, Any], first: str, rest: tuple[str, ...]) -> object:
+    v: Any = obj.get(first)
+    for seg in rest:
+        if type(v) is not dict:
+            return None
+        v = v.get(seg)
+    return v
+
+
 @dataclass(frozen=True)
 class _FieldPlan:
     """One field's checks, precomputed so the common valid value costs two or three comparisons."""
@@ -141,29 +184,64 @@ class _FieldPlan:
 class Decoder:
     """Turns a list of messages into (EventBatch, dead letters), validating against the schema."""
 
-    def __init__(self, schema: EventSchema, max_payload_bytes: int) -> None:
+    def __init__(self, schema: EventSchema, max_payload_bytes: int, max_key_bytes: int = 4096,
+                 max_headers_bytes: int = 16_384) -> None:
         self._plan = [_FieldPlan.of(n, f) for n, f in schema.fields.items()]
         self._max_payload = max_payload_bytes
+        self._max_key = max_key_bytes
+        self._max_headers = max_headers_bytes
+        # Objects the schema reaches into ("device" of device.id; "a" and "a.b" of a.b.c): their
+        # keys are counted against the payload's colons without walking the whole tree.
+        nested = sorted({p[:i] for p in (split_path(n) for n in schema.fields) for i in range(1, len(p))})
+        self._objects: list[tuple[str, tuple[str, ...] | None]] = [
+            (p[0], None) if len(p) == 1 else (p[0], p[1:]) for p in nested]
 
-    def _decode_one(self, raw: bytes | None) -> tuple[object, ...]:
+    @classmethod
+    def of(cls, spec: InputSpec) -> Decoder:
+        """The decoder of a topology's ``input`` section (its schema and limits)."""
+        return cls(spec.schema_, spec.max_payload_bytes, spec.max_key_bytes, spec.max_headers_bytes)
+
+    def _limits(self, raw: bytes | None, key: bytes | None, headers: RawHeaders | None) -> bytes:
+        """The checks before decoding: sizes, then a value to decode at all (returned)."""
+        if raw is not None and len(raw) > self._max_payload:
+            raise _Rejected("payload_too_large", f"payload is {len(raw)} bytes, limit is "
+                            f"{self._max_payload} (input.max_payload_bytes)")
+        if key is not None and len(key) > self._max_key:
+            raise _Rejected("key_too_large", f"key is {len(key)} bytes, limit is {self._max_key} "
+                            "(input.max_key_bytes)")
+        if headers and (size := headers_bytes(headers_list(headers) or ())) > self._max_headers:
+            raise _Rejected("headers_too_large", f"{len(headers)} headers of {size} bytes, limit is "
+                            f"{self._max_headers} (input.max_headers_bytes)")
         if raw is None:
-            raise _Rejected("empty_payload", "message has no value (tombstone?)")
-        if len(raw) > self._max_payload:
-            raise _Rejected(
-                "oversize", f"payload is {len(raw)} bytes, limit is {self._max_payload} "
-                "(input.max_payload_bytes)"
-            )
+            raise _Rejected("null_payload", "message has a null value (a tombstone or headers only)")
+        return raw
+
+    def _decode_one(self, raw: bytes) -> tuple[object, ...]:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             msg = str(exc)
             if "UTF-8" in msg:
                 raise _Rejected("invalid_encoding", f"payload is not UTF-8: {msg}") from None
+            if "empty" in msg:  # "input data is empty" (blank), "zero-length, empty document"
+                raise _Rejected("empty_payload", "message value is empty or blank") from None
+            if "depth limit" in msg:
+                raise _Rejected("too_deep", f"payload nests deeper than orjson's 1024 levels: {msg}") from None
             raise _Rejected("invalid_json", msg) from None
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise _Rejected("not_an_object", f"event must be a JSON object, got {type(obj).__name__}")
-        out: list[object] = []
         get = obj.get
+        keys = len(obj)
+        if self._objects:
+            for a, b in self._objects:  # the schema's nested objects (see the module doc)
+                v = get(a) if b is None else _nested_get(obj, a, b)
+                if type(v) is dict:
+                    keys += len(v)
+        if _colons(raw) != keys:
+            dup = duplicate_keys(raw, obj)
+            if dup is not None:
+                raise _Rejected("duplicate_key", f"key {dup[:64]!r} appears more than once in an object")
+        out: list[object] = []
         # Fast path per field: the common valid case costs two or three checks; anything unusual
         # goes to _check_field, which names the exact problem. NaN never passes `lo <= v <= hi`.
         for p in self._plan:
@@ -200,18 +278,25 @@ class Decoder:
         dead: list[DeadLetter] = []
         now_ns = time.time_ns()
         now_ms = now_ns // 1_000_000
+        limits, max_payload, max_key = self._limits, self._max_payload, self._max_key
         for m in messages:
-            topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+            raw, key, hdrs = m.value(), m.key(), m.headers()
             try:
-                row = self._decode_one(m.value())
+                if raw is None or hdrs is not None or len(raw) > max_payload or (
+                        key is not None and len(key) > max_key):
+                    raw = limits(raw, key, hdrs)
+                row = self._decode_one(raw)
             except _Rejected as rej:
-                dead.append(DeadLetter(m.value(), m.key(), topic, part, off, rej.reason, rej.detail))
+                dead.append(DeadLetter(raw, key, m.topic() or "", m.partition() or 0, m.offset() or 0,
+                                       rej.reason, rej.detail, headers_list(hdrs)))
                 continue
             except Exception as exc:  # a decoder bug must not stop the stream either
-                dead.append(DeadLetter(m.value(), m.key(), topic, part, off, "decode_error", repr(exc)))
+                dead.append(DeadLetter(raw, key, m.topic() or "", m.partition() or 0, m.offset() or 0,
+                                       "decode_error", repr(exc), headers_list(hdrs)))
                 continue
+            topic, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
             rows.append(row)
-            keys.append(m.key())
+            keys.append(key)
             topics.append(topic)
             parts.append(part)
             offs.append(off)

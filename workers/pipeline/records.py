@@ -50,7 +50,7 @@ class DecisionRecord(BaseModel):
     verdict: str
     model: ModelRef
     reasons: list[str]
-    flags: list[str] = Field(description="missing:<view>, stale:<view>, degraded, fallback:<why>")
+    flags: list[str] = Field(description="missing:<view>, stale:<view>, degraded, unavailable:<cause>, fallback:<why>")
     rules: list[str] = Field(description="hard rules that fired for this event")
     timings_ms: dict[str, float]
     decided_at_ms: int

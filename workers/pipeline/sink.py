@@ -62,8 +62,9 @@ class KafkaSink:
                  extra_config: dict[str, Any] | None = None) -> None:
         self._topology = topology
         self._tracker = tracker
-        self._producer = Producer({**producer_config(topology, settings), **(extra_config or {})},
-                                  logger=log)
+        conf = {**producer_config(topology, settings), **(extra_config or {})}
+        self._producer = Producer(conf, logger=log)
+        self._max_message_bytes = deadletter.max_message_bytes(conf)
         self.acked_decisions = 0
         self.acked_dead = 0
         self.refused_decisions = 0  # decisions that could not be produced, dead-lettered instead
@@ -174,15 +175,19 @@ class KafkaSink:
         for dl in dead:
             if dl.reason.startswith("decision_refused:"):
                 self.refused_decisions += 1
-            hdrs = deadletter.headers_for(dl, self._topology.id)
+            # Truncated where it would not fit message.max.bytes (deadletter.py), with the input's
+            # own headers kept; the input's traceparent added where the input's headers lack it.
+            rec = deadletter.record(dl, self._topology.id, self._max_message_bytes)
+            hdrs = rec.headers
             tp = traceparents.get((dl.topic, dl.partition, dl.offset)) if traceparents else None
-            if tp is not None:
-                hdrs.append(("traceparent", tp))
+            if tp is not None and not any(k == "traceparent" for k, _ in hdrs):
+                hdrs = [*hdrs, ("traceparent", tp)]
             cb = self._ack((dl.topic, dl.partition), dl.offset, None)
-            err = self._produce(topic, dl.value or b"", dl.key, cb, hdrs)
+            err = self._produce(topic, rec.value, rec.key, cb, hdrs)
             if err is not None and err.code() in RECORD_ERRORS:
-                # Too large even for the dead-letter topic: its sizes and hashes, not its bytes.
-                err = self._produce(topic, b"", None, cb, hdrs + _digest(dl.key, dl.value))
+                # Refused even so (a smaller topic limit than the producer's): sizes and hashes only.
+                err = self._produce(topic, b"", None, cb,
+                                    deadletter.headers_for(dl, self._topology.id) + _digest(dl.key, dl.value))
             if err is not None and err is not ABANDONED:
                 self._tracker.mark_failed(f"dead letter to {topic} could not be produced: {err}")
         self._producer.poll(0)

@@ -40,6 +40,7 @@ from workers.engines import Engine
 from workers.events import EventBatch, F32Array, OnlineFeatures
 from workers.features.base import FeatureReader, no_features
 from workers.features.factory import make_reader
+from workers.features.policy import FeaturePolicy, model_views, read_timeout_s
 from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
 from workers.model.manifest import ModelManifest, load_manifest
@@ -50,7 +51,7 @@ from workers.pipeline.offsets import OffsetTracker
 from workers.serving.live import EngineFactory, LiveModel, layout_of, load_model
 from workers.serving.reload import ModelWatcher
 from workers.serving.router import Serving
-from workers.serving.scoring import Part, decide_parts
+from workers.serving.scoring import Part, Scored, decide_parts
 from workers.settings import Settings, get_settings
 from workers.pipeline.sink import KafkaSink, producer_config
 from workers.pipeline.source import KafkaSource
@@ -64,7 +65,8 @@ class WorkerStats:
     consumed: int = 0
     batches: int = 0
     fallbacks: int = 0
-    degraded: int = 0  # rows scored with default features because the store could not be read
+    degraded: int = 0  # rows whose store could not be read (decided by features.on_unavailable)
+    unavailable: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # rows per cause
     verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -121,9 +123,11 @@ class Worker:
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
         self._backpressure = Backpressure(b.max_inflight_batches)
         self._stage: ScoringStage | None = None
-        self._decoder = Decoder(topology.input.schema_, topology.input.max_payload_bytes)
+        self._decoder = Decoder.of(topology.input)
         self._entity_fields = dict(topology.entities)  # Feast join key -> event field
         check_fit(self.manifest, topology)
+        self._policy = FeaturePolicy(topology.features, model_views(
+            [*self.manifest.online_numeric, *self.manifest.online_strings]), topology.source_path or "topology")
         self.sink: KafkaSink | None = None
         self.source: KafkaSource | None = None
         self.ready = threading.Event()
@@ -415,15 +419,20 @@ class Worker:
         n = len(batch)
         span = self.obs.batch_started(batch)
         t0 = time.perf_counter()
-        feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()})
+        feats = (reader.fetch({jk: batch.column(f) for jk, f in self._entity_fields.items()},
+                              read_timeout_s(self.topology.features, int(batch.received_ns.min()), time.time_ns()))
                  if self._entity_fields else no_features(n))
         t1 = time.perf_counter()
         self.obs.features(n, feats)
         if feats.degraded:
             self.stats.degraded += n
+            cause = feats.unavailable or "error"
+            self.stats.unavailable[cause] += n
+            self.obs.metrics.unavailable(n, cause)
         assert self.serving is not None
         # Assemble -> engine per model: the live one, or canary / cascade parts (workers/serving/).
         scored = self.serving.score(batch, feats)
+        self._apply_policy(feats, scored)  # features.on_unavailable / on_missing
         parts = self.serving.parts(scored, round((t1 - t0) * 1e3, 3))
         t2 = time.perf_counter()
         decided = decide_parts(batch, feats, parts)
@@ -441,6 +450,18 @@ class Worker:
                 self.stats.stage_ms[k] += v
                 steps[k] = steps.get(k, 0.0) + v
         self.obs.batch_scored(span, n, elapsed, {**steps, "decide": (t3 - t2) * 1e3, "produce": (t4 - t3) * 1e3})
+
+    def _apply_policy(self, feats: OnlineFeatures, scored: Sequence[Scored]) -> None:
+        """Rows the degraded-mode policy decides by the fallback verdict: their scores dropped and
+        the cause recorded, in whichever model's part they were scored."""
+        for rows, code in self._policy.fallbacks(feats):
+            for sc in scored:
+                mask = rows if sc.rows is None else rows[sc.rows]
+                if not mask.any():
+                    continue
+                sc.out[mask] = np.nan
+                for i in np.flatnonzero(mask).tolist():
+                    sc.why[i] = sc.why[i] or code
 
     def _emit(self, batch: EventBatch, out: F32Array | None, x: F32Array | None,
               feats: OnlineFeatures | None, why: Sequence[str | None],

@@ -48,7 +48,7 @@ def take_features(f: OnlineFeatures, idx: Rows) -> OnlineFeatures:
     return OnlineFeatures(
         f.numeric[idx], {k: v[idx] for k, v in f.strings.items()},
         {k: v[idx] for k, v in f.missing.items()}, {k: v[idx] for k, v in f.stale.items()},
-        f.degraded, f.fetch_ms, f.extra,
+        degraded=f.degraded, unavailable=f.unavailable, fetch_ms=f.fetch_ms, extra=f.extra,
     )
 
 

@@ -113,7 +113,8 @@ def test_unreachable_redis_degrades_instead_of_raising(feature_store: Settings, 
     assert out.degraded and again.degraded
     assert all(out.missing[v].all() for v in VIEWS)
     np.testing.assert_array_equal(out.numeric, np.tile(np.asarray(manifest.numeric_defaults(), np.float32), (2, 1)))
-    assert r.last_error is not None and "did not answer" in r.last_error
+    assert r.last_error is not None and "127.0.0.1:1 is unreachable" in r.last_error
+    assert out.unavailable == again.unavailable == "unreachable"
     assert first_s < 5.0  # no multi-second retry backoff on the hot path
 
 

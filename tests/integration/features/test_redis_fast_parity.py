@@ -415,7 +415,8 @@ def test_unreachable_redis_degrades_fast(feature_store: Settings, manifest: Mode
         fast.close()
     _assert_all_defaults(out, manifest, 2)
     _assert_all_defaults(again, manifest, 1)
-    assert fast.last_error is not None and "127.0.0.1:1 did not answer" in fast.last_error
+    assert fast.last_error is not None and "127.0.0.1:1 is unreachable" in fast.last_error
+    assert out.unavailable == again.unavailable == "unreachable"
     assert first_s < 2.0
 
 

@@ -36,7 +36,7 @@ class WorldReader:
         self.merchants = world.merchants.set_index("merchant_id")
         self.numeric = numeric
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
         c = self.cards.loc[entities["card_id"].tolist()].reset_index()
         m = self.merchants.loc[entities["merchant_id"].tolist()].reset_index()
         src = {"card_profile": c, "merchant_risk": m}

@@ -28,7 +28,7 @@ class FakeReader:
         self.n = n_numeric
         self.calls = 0
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
         self.calls += 1
         rows = len(next(iter(entities.values())))
         return OnlineFeatures(numeric=np.ones((rows, self.n), dtype=np.float32),

@@ -51,7 +51,7 @@ class ScoringJob:
         t = topology
         manifest = load_manifest(settings.models_dir, t.model.name, t.model.version, variant=t.model.variant)
         check_fit(manifest, t)
-        self.decoder = Decoder(t.input.schema_, t.input.max_payload_bytes)
+        self.decoder = Decoder.of(t.input)
         self.reader = make_reader(t, settings, manifest)
         self._entities = dict(t.entities)
         self.assembler = Assembler(manifest.inputs, manifest.online_numeric)
@@ -133,6 +133,9 @@ class Msg:
 
     def offset(self) -> int | None:
         return self._offset
+
+    def headers(self) -> None:
+        return None
 
     def error(self) -> Any:
         return None
