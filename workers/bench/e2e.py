@@ -66,6 +66,9 @@ class Plan:
     quick: bool
     run_dir: Path
     profile_dir: Path | None = None
+    # In every topic and group name: a run never reads what an earlier run left in a topic of the
+    # same name (a reused --plots folder gave peers' positions that did not match the reference's).
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4])
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ class SystemRun:
         self.progress = progress
         # The topology is in every name: pass-through runs once per topology, on its own topics.
         slug = system.name.replace(":", "-") if system.kind == "streamscore" else f"{system.kind}-{system.topology.id}"
-        self.prefix = f"e2e-{plan.run_dir.name}-{slug}-w{workers}"
+        self.prefix = f"e2e-{plan.run_id}-{slug}-w{workers}"
         self.group = f"{self.prefix}-g"
         self.src, self.out, self.dlq = create_topics(settings, system.topology, self.prefix)
         stats = plan.run_dir / "stats"
@@ -512,7 +515,7 @@ def main(argv: list[str]) -> int:
                 rates=_ints(a.rates) if not a.quick or a.rates != "1000,5000,20000" else (1000,),
                 rate_s=a.rate_seconds or (2.0 if a.quick else 20.0),
                 workers=_ints(a.workers) if a.workers else ((1,) if a.quick else (1, 2)),
-                max_s=a.max_seconds, quick=a.quick, run_dir=run_dir,
+                max_s=a.max_seconds, quick=a.quick, run_dir=run_dir, run_id=stamp,
                 profile_dir=Path(a.profile).resolve() if a.profile else None,
             )
             doc = run_bench(plan, systems_for(topos, kinds, a.peer_topology), progress)
