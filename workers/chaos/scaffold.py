@@ -131,7 +131,7 @@ def wait_ready(w: WorkerProcess, timeout_s: float = 120.0) -> None:
     """Until the worker has its partitions (it logs ``assigned``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if "assigned [" in w.text():
+        if "partitions assigned" in w.text():
             return
         if w.proc.poll() is not None:
             raise RuntimeError(f"the worker exited with {w.proc.returncode} while starting:\n{w.text()[-3000:]}")

@@ -78,9 +78,9 @@ class GatedReader:
         keys: list[str] = self._inner.join_keys
         return keys
 
-    def fetch(self, entities: dict[str, ObjArray]) -> OnlineFeatures:
+    def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
         self.gate.wait(120)
-        out: OnlineFeatures = self._inner.fetch(entities)
+        out: OnlineFeatures = self._inner.fetch(entities, timeout_s)
         return out
 
     def close(self) -> None:

@@ -27,8 +27,15 @@ HUGE_KEY = 1_000_100  # the input broker takes it (limit 1,048,588); the worker'
 @pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_a_refused_decision_is_dead_lettered_alone(feature_store: Settings, it_topology: Topology,
                                                    delivery: str) -> None:
-    t = it_topology.model_copy(update={"delivery": delivery})
-    p = Producer({**feature_store.kafka_client_config(), "message.max.bytes": 1_048_000})
+    # The input limit on keys (input.max_key_bytes, 4096 by default) would dead-letter the huge key
+    # before decoding (key_too_large); raised here so its *decision* is what the producer refuses.
+    t = it_topology.model_copy(update={
+        "delivery": delivery,
+        "input": it_topology.input.model_copy(update={"max_key_bytes": 2 * HUGE_KEY})})
+    # Idempotent: the records keep their order (a retried first request on a fresh topic put the
+    # huge key at offset 0 once, not at huge_at).
+    p = Producer({**feature_store.kafka_client_config(), "message.max.bytes": 1_048_000,
+                  "enable.idempotence": True})
     events = datagen.iter_events(3)
     n, huge_at = 300, 150
     for i in range(n):
@@ -50,6 +57,7 @@ def test_a_refused_decision_is_dead_lettered_alone(feature_store: Settings, it_t
     assert (c.sent, c.lost, c.duplicated, c.contradictory) == (n, 0, 0, 0), c
     huge_pos = (0, huge_at)
     assert huge_pos not in got.decisions and len(got.dead[huge_pos]) == 1
+    assert got.dead[huge_pos][0].startswith("decision_refused:"), got.dead[huge_pos]
     assert w.sink is not None
     assert w.stats.consumed == w.sink.acked_decisions + w.sink.acked_dead == n
 

@@ -47,6 +47,9 @@ class _M:
     def error(self) -> None:
         return None
 
+    def headers(self) -> None:
+        return None
+
     def timestamp(self) -> tuple[int, int]:
         return (0, 0)
 
