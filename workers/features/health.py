@@ -102,6 +102,7 @@ class StoreHealth:
         self._next = 0.0
         self._empty: list[str] = []
         self._client: Any = None
+        self.unknown = False  # the last check could not ask the store (unreachable, auth)
 
     def recheck(self) -> None:
         """Ask again on the next call (the reader just failed: the store may come back empty)."""
@@ -123,10 +124,12 @@ class StoreHealth:
                 else:
                     found = self._client.mget(self._keys)
                     self._empty = [v for v, x in zip(self._views, found) if x is None]
+                self.unknown = False
                 return self._empty
             except Exception:  # unreachable / auth: the batch read says so, with its cause
                 self._close()
         self._empty = []
+        self.unknown = True
         self._next = 0.0  # could not ask: ask again next batch
         return self._empty
 
@@ -165,12 +168,20 @@ class GuardedReader:
         if out.degraded:
             self._health.recheck()  # a store that comes back may come back empty
         elif len(out):
-            if all(m.all() for m in out.missing.values()):
+            all_missing = bool(out.missing) and all(m.all() for m in out.missing.values())
+            if all_missing:
                 self._health.recheck()  # every row of every view missing: a flushed store?
             empty = self._health.empty_views()
             if empty:
                 out = dataclasses.replace(out, degraded=True, unavailable="empty_store")
                 self._note("empty_store", f"{describe('empty_store', self._settings)}; views {empty}")
+                return out
+            if all_missing and self._health.unknown:
+                # Nothing found and the store could not be asked whether it is empty (it went away
+                # right after the read, e.g. restarting): not trusted as "every entity is new".
+                out = dataclasses.replace(out, degraded=True, unavailable="unreachable")
+                self._note("unreachable", f"{describe('unreachable', self._settings)} (every row missing "
+                                          "and the store's sentinels could not be read)")
                 return out
         self._note(out.unavailable if out.degraded else None, None)
         return out
