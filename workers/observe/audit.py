@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,19 @@ class AuditLog:
         self.written += len(batch)
         self._written.inc(len(batch))
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, then stop."""
-        self._q.put(_STOP)
-        self._thread.join(timeout_s)
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Write what is queued, then stop, within ``timeout_s``; False if records were left
+        unwritten (the writer still busy, or the audit topic's broker not acknowledging them)."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._q.put(_STOP, timeout=max(0.0, timeout_s))
+        except queue.Full:
+            return False  # the writer is stuck; the file stays open for it
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            return False
         if self._file is not None:
             self._file.close()
         if self._producer is not None:
-            self._producer.flush(timeout_s)
+            return int(self._producer.flush(max(0.0, deadline - time.monotonic()))) == 0
+        return True

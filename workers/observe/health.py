@@ -68,30 +68,51 @@ class Health:
 
 
 class Prober:
-    """Runs ``checks`` every ``interval_s`` on one daemon thread; a check never raises out."""
+    """Runs ``checks`` every ``interval_s`` on one daemon thread; a check never raises out.
+    ``at_exit`` runs on that thread when it stops (closing the clients the checks use there, so no
+    other thread closes a client while a check is inside a call on it)."""
 
-    def __init__(self, checks: Iterable[Callable[[], None]], interval_s: float) -> None:
+    def __init__(self, checks: Iterable[Callable[[], None]], interval_s: float,
+                 at_exit: Callable[[], None] | None = None) -> None:
         self._checks = list(checks)
         self._interval_s = interval_s
+        self._at_exit = at_exit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="observe-probe", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def interrupt(self) -> None:
+        """Stop after the call in progress (does not wait)."""
         self._stop.set()
-        self._thread.join(10)
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop; True if the thread ended within ``timeout_s`` (a check waiting on an unreachable
+        peer may not: it is left to end on its own, the process need not wait for it)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
-        while True:
-            for check in self._checks:
+        try:
+            while True:
+                for check in self._checks:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        check()
+                    except Exception:  # a probe that fails is a failed probe, not a dead thread
+                        log.debug("probe failed", exc_info=True)
+                if self._stop.wait(self._interval_s):
+                    return
+        finally:
+            if self._at_exit is not None:
                 try:
-                    check()
-                except Exception:  # a probe that fails is a failed probe, not a dead thread
-                    log.debug("probe failed", exc_info=True)
-            if self._stop.wait(self._interval_s):
-                return
+                    self._at_exit()
+                except Exception:
+                    log.debug("probe clean-up failed", exc_info=True)
 
 
 def redis_ping(url: str, timeout_s: float) -> Callable[[], bool]:

@@ -33,6 +33,7 @@ class LagMonitor:
         self._lock = threading.Lock()
         self._lag: dict[tuple[str, int], int] = {}
         self.broker_ok: bool | None = None
+        self._interrupted = threading.Event()  # a stop: no further broker call in this read
 
     def refresh(self) -> bool:
         """Read lag of the current assignment into the gauges; False if the broker did not answer."""
@@ -47,6 +48,8 @@ class LagMonitor:
                                                  timeout=self._timeout_s)
             lag: dict[tuple[str, int], int] = {}
             for tp in committed:
+                if self._interrupted.is_set():
+                    return False  # each call may wait out its timeout on an unreachable broker
                 low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(tp.topic, tp.partition), timeout=self._timeout_s, cached=False)
                 start = tp.offset if tp.offset >= 0 else low  # nothing committed: from the start
@@ -78,6 +81,10 @@ class LagMonitor:
         """Sum over the assigned partitions at the last read (None: not read yet)."""
         with self._lock:
             return sum(self._lag.values()) if self._lag or self.broker_ok else None
+
+    def interrupt(self) -> None:
+        """A read in progress makes no further broker call (does not wait)."""
+        self._interrupted.set()
 
     def close(self) -> None:
         self._consumer.close()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from workers.bounded import call_within, left
 from workers.events import EventBatch, OnlineFeatures
 from workers.observe import traces
 from workers.observe.audit import AuditLog
@@ -82,7 +83,7 @@ class Observer:
             self._ping = redis_ping(s.redis_url, min(2.0, s.probe_interval_s))
             checks.append(self._probe_store)
         checks.append(self._refresh_ready)
-        self._prober = Prober(checks, s.probe_interval_s)
+        self._prober = Prober(checks, s.probe_interval_s, at_exit=self.lag.close)
         self._prober.start()
         self._status = StatusReporter(t.id, counts, s.status_interval_s)
         self._status.start()
@@ -110,17 +111,33 @@ class Observer:
         self.health.draining = True
         self.health.ready()
 
-    def stopped(self, fields: dict[str, Any]) -> None:
+    def stopping(self) -> None:
+        """The stop began: background threads end after their call in progress (no waiting), so
+        that by ``stopped`` they are over, also with the broker or Redis unreachable."""
         self.draining()
-        for part in (self._status, self._prober):
+        for part in (self._status, self._prober, self.lag):
             if part is not None:
-                part.stop()
+                part.interrupt()
+
+    def stopped(self, fields: dict[str, Any], deadline_s: float | None = None) -> None:
+        """The stop's last step: background threads joined, audit and spans flushed, the stop line
+        logged, all of it within ``deadline_s`` (time.monotonic(); the grace period's end). A
+        thread still waiting on an unreachable peer at the deadline is left behind (a daemon: the
+        process does not wait for it); what it would have flushed is lost and said so."""
+        self.stopping()
+        behind: list[str] = []
+        if self._status is not None and not self._status.stop(left(deadline_s)):
+            behind.append("status line")
+        if self._prober is not None and not self._prober.stop(left(deadline_s)):
+            behind.append("probes (lag client not closed)")
         if self.audit is not None:
-            self.audit.close()
+            if not self.audit.close(left(deadline_s)):
+                behind.append("audit records")
             fields["audit_records"] = self.audit.written
-        if self.lag is not None:
-            self.lag.close()
-        self.tracer.shutdown()
+        if not call_within(self.tracer.shutdown, left(deadline_s), "trace-flush"):
+            behind.append("trace export")
+        if behind:
+            log.warning("grace period over: not waiting for %s", ", ".join(behind))
         log.info("stopped: %s", ", ".join(f"{k}={v}" for k, v in fields.items()),
                  extra={"fields": {"event": "stop", "stage": self.stage, **fields}})
 

@@ -55,10 +55,14 @@ class StatusReporter:
         if self._interval_s > 0:
             self._thread.start()
 
-    def stop(self) -> None:
+    def interrupt(self) -> None:
+        self._stop.set()
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(5)
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _e2e_counts(self) -> npt.NDArray[np.int64]:
         return metrics.E2E_SECONDS.counts((self._stage,))

@@ -17,13 +17,13 @@ its partitions back at once, without a rebalance.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from workers.bounded import call_within
 from workers.pipeline.offsets import OffsetTracker
 from workers.settings import Settings
 from workers.topology import Topology
@@ -280,10 +280,7 @@ class KafkaSource:
         if deadline_s is None:
             self._consumer.close()
             return True
-        t = threading.Thread(target=self._consumer.close, name="consumer-close", daemon=True)
-        t.start()
-        t.join(max(0.0, deadline_s - time.monotonic()))
-        if t.is_alive():
+        if not call_within(self._consumer.close, deadline_s - time.monotonic(), "consumer-close"):
             log.warning("the consumer did not leave the group within the grace period (broker "
                         "unreachable?); exiting without waiting: the group drops it at its session "
                         "timeout")

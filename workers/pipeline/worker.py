@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.bounded import left
 from workers.pipeline.batcher import Backpressure, MicroBatcher, expired
 from workers.pipeline.decide import Decided, Decider
 from workers.pipeline.decode import DeadLetter, Decoder
@@ -232,7 +233,7 @@ class Worker:
                 self.watcher.stop()
             code = self._shutdown(stage)
             if self.serving is not None:
-                self.serving.close()
+                self.serving.close(left(self._deadline()))
             reader.close()
             close = getattr(self.live.current.engine if self.live else engine, "close", None)
             if callable(close):
@@ -363,7 +364,7 @@ class Worker:
     def _shutdown(self, stage: ScoringStage) -> int:
         """Finish in-flight work, deliver and commit it: all of it within the grace period."""
         assert self.source is not None and self.sink is not None
-        self.obs.draining()
+        self.obs.stopping()  # its threads end meanwhile; `stopped` below waits within the deadline
         deadline = self._deadline()
 
         def left() -> float:
@@ -392,7 +393,7 @@ class Worker:
         self.source.close(deadline)
         self.obs.stopped({"consumed": self.stats.consumed, "decisions": self.sink.acked_decisions,
                           "dead_letters": self.sink.acked_dead, "unacknowledged": unacked,
-                          "committed": committed, "error": self.error})
+                          "committed": committed, "error": self.error}, deadline)
         if self._progress:
             self._progress(self)
         if self.error:

@@ -111,10 +111,10 @@ class Serving:
                     who[i] = tag
         self.shadow.offer(batch, feats, live_scores, who)
 
-    def close(self) -> None:
-        """Flush the shadow; release the engines of the models besides the live one."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush the shadow (within ``timeout_s``); release the engines of the models besides the live one."""
         if self.shadow is not None:
-            self.shadow.close()
+            self.shadow.close(timeout_s)
         for m in (self.cascade.cheap if self.cascade else None, self.canary.model if self.canary else None,
                   self.shadow.model if self.shadow else None):
             close = getattr(m.engine, "close", None) if m is not None else None

@@ -98,11 +98,16 @@ class Shadow:
             metrics.SHADOW_DROPPED.labels(self._stage).inc()
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Score what is queued, then stop and flush the shadow records."""
+        """Score what is queued, then stop and flush the shadow records, within ``timeout_s``
+        (the worker's grace period: shadow records still queued then are dropped, never waited for)."""
+        deadline = time.monotonic() + timeout_s
         if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout_s)
-        self._producer.flush(timeout_s)
+            try:
+                self._queue.put(_STOP, timeout=max(0.0, timeout_s))
+            except queue.Full:
+                pass
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
