@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
+from workers.bounded import left
 from workers.engines import Engine
 from workers.features.base import FeatureReader
 from workers.pipeline.decode import DeadLetter
@@ -174,6 +175,7 @@ class ExactlyOnce:
         fenced = False
         try:
             src.check_broker()
+            w.obs.start(src.assignment, w._counts, w._model_now)
             start_by = time.monotonic() + 60.0
             call(lambda: sink.producer.init_transactions(5.0), "init_transactions",
                  lambda: min(start_by, self._until() or start_by))
@@ -192,13 +194,21 @@ class ExactlyOnce:
             else:
                 w.error = f"fatal producer error: {exc}"
         finally:
+            w.obs.stopping()
             w.stats.last_ack_s = time.monotonic()
             src.closing = True  # nothing is open between transactions: a revoke only forgets
-            src.close(w._deadline())
+            deadline = w._deadline()
+            src.close(deadline)
+            w.obs.stopped({"consumed": w.stats.consumed, "decisions": sink.acked_decisions,
+                           "dead_letters": sink.acked_dead, "transactions": self.transactions,
+                           "aborts": self.aborts, "error": w.error}, deadline)
+            if w.serving is not None:
+                w.serving.close(left(deadline))
             self.reader.close()
-            close = getattr(self.engine, "close", None)
+            close = getattr(w.live.current.engine if w.live else self.engine, "close", None)
             if callable(close):
                 close()
+            w.obs.close_server()
         if w._progress:
             w._progress(w)
         if w.error and not fenced:
@@ -238,13 +248,15 @@ class ExactlyOnce:
         b = w.topology.batching
         last_msg = last_progress = time.monotonic()
         while not w._stop.is_set():
+            t_consume = time.perf_counter()
             msgs = src.consume(b.max_batch, max(b.max_wait_ms, 1) / 1e3)
             now = time.monotonic()
+            w.obs.loop(0, 0, 0)  # liveness: the loop turns
             if msgs:
                 last_msg = now
                 if w.stats.first_msg_s is None:
                     w.stats.first_msg_s = now
-                if not self._transact(msgs):
+                if not self._transact(msgs, time.perf_counter() - t_consume):
                     break  # stop asked for while the transaction could not be committed
             elif not src.has_assignment:
                 last_msg = now
@@ -256,7 +268,7 @@ class ExactlyOnce:
             if w._idle_exit_s is not None and now - last_msg >= w._idle_exit_s:
                 break
 
-    def _transact(self, msgs: list[Message]) -> bool:
+    def _transact(self, msgs: list[Message], consume_s: float = 0.0) -> bool:
         """One batch in one transaction. True: committed, or aborted and rewound (the next consume
         redoes it). False: the stop's grace period ran out first (nothing more is committed)."""
         w, sink, consumer = self.w, self.sink, self.source.consumer
@@ -266,9 +278,12 @@ class ExactlyOnce:
         tps = [TopicPartition(t, p) for t, p in first]
         try:
             call(sink.begin, "begin_transaction")
+            parents = w.obs.consumed(msgs, consume_s)  # counts (a redone batch again) + traceparents
+            t_decode = time.perf_counter()
             batch, dead = w._decoder.decode(msgs)
+            batch, dead_parents = w.obs.decoded(msgs, parents, batch, dead, time.perf_counter() - t_decode)
             if dead:
-                sink.send_dead_letters(dead)
+                sink.send_dead_letters(dead, dead_parents)
             if len(batch):
                 try:
                     w._score(batch, self.reader, self.engine)
@@ -296,7 +311,7 @@ class ExactlyOnce:
         sink.acked_decisions += sink.txn_decisions
         sink.acked_dead += sink.txn_dead
         if dead:
-            w.count_dead(dead)
+            w.count_dead(dead, to_metrics=False)  # obs.decoded counted them
         for t, p, o in [k for k in sink.refuse if (k[0], k[1]) in first]:
             sink.refuse.pop((t, p, o), None)
         return True
