@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import count, repeat
 from typing import Any
 
 import numpy as np
@@ -150,23 +151,54 @@ class KafkaSink:
         stream_ms: Sequence[int],
         traceparents: Sequence[bytes | None] | None = None,
     ) -> None:
-        """``traceparents``: the W3C header per decision (None: no decision of the batch has one)."""
+        """``traceparents``: the W3C header per decision (None: no decision of the batch has one).
+        One delivery callback object serves the whole batch (``BatchAck``): no closure and no
+        tracker lock per decision."""
         out = self._topology.output.topic
-        refused: list[DeadLetter] = []
-        if traceparents is None:
-            for k, v, t, p, o, e in zip(keys, values, topics, partitions, offsets, stream_ms):
-                err = self._produce(out, v, k, self._ack((t, p), o, e, k))
-                if err is not None and err is not ABANDONED:
-                    refused.append(_refusal(True, k, (t, p), o, err, out))
-        else:
-            for k, v, t, p, o, e, tp in zip(keys, values, topics, partitions, offsets, stream_ms, traceparents):
-                err = self._produce(out, v, k, self._ack((t, p), o, e, k),
-                                    [("traceparent", tp)] if tp else None)
-                if err is not None and err is not ABANDONED:
-                    refused.append(_refusal(True, k, (t, p), o, err, out))
-        if refused:
-            self.send_dead_letters(refused)
+        ack = BatchAck(self, keys, values, topics, partitions, offsets, stream_ms)
+        produce = self._producer.produce
+        headers: Sequence[Headers | None] = (
+            repeat(None) if traceparents is None  # type: ignore[assignment]
+            else [[("traceparent", tp)] if tp else None for tp in traceparents])
+        for i, (k, v, h) in enumerate(zip(keys, values, headers)):
+            try:
+                produce(out, v, k, on_delivery=ack, headers=h)
+                continue
+            except BufferError:
+                err = self._produce(out, v, k, ack, h)  # waits for room (or the stop gives up)
+            except KafkaException as exc:
+                e = exc.args[0] if exc.args else None
+                err = e if isinstance(e, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
+            if err is not None:
+                ack.not_produced(i, err)
+        ack.sent()
+        if ack.refused:
+            self.send_dead_letters(ack.refused)
         self.poll(0)
+
+    def _decision_failed(self, i: int, ack: BatchAck, err: KafkaError, topic: str, at_produce: bool) -> None:
+        """Row ``i``'s decision was refused by produce() (``at_produce``: dead-lettered by the
+        sender after the batch) or reported failed by its delivery report (on the polling thread):
+        refused for its size or form -> dead-lettered; otherwise the worker stops uncommitted."""
+        tp, offset = (ack.topics[i], ack.partitions[i]), ack.offsets[i]
+        if at_produce:
+            if err is not ABANDONED:  # the stop gave up: not committed, redelivered
+                ack.refused.append(_refusal(True, ack.keys[i], tp, offset, err, topic))
+        elif err.code() in RECORD_ERRORS:
+            self._refused.append(_refusal(True, ack.keys[i], tp, offset, err, topic))
+        else:
+            self._tracker.mark_failed(f"delivery to {topic} failed: {err}")
+
+    def _decisions_acked(self, ack: BatchAck) -> None:
+        """Every decision of a batch was reported: the acknowledged ones' inputs are done."""
+        bad = ack.bad
+        rows = range(len(ack.offsets))
+        keep = rows if not bad else [i for i in rows if i not in bad]
+        self._tracker.mark_done_rows(ack.topics, ack.partitions, ack.offsets, keep)
+        with self._drain_lock:
+            self.acked_decisions += len(keep)
+            ms = ack.stream_ms
+            self._acked_ts.extend(ms if not bad else [ms[i] for i in keep])
 
     def send_dead_letters(self, dead: Sequence[DeadLetter],
                           traceparents: Mapping[tuple[str, int, int], bytes] | None = None) -> None:
@@ -253,3 +285,49 @@ def _digest(key: bytes | None, value: bytes | None) -> Headers:
             out.append((f"x-dlq-original-{name}-bytes", str(len(b)).encode()))
             out.append((f"x-dlq-original-{name}-sha256", hashlib.sha256(b).hexdigest().encode()))
     return out
+
+
+class BatchAck:
+    """The delivery callback of one batch's decisions, shared by all of them.
+
+    Each report bumps an atomic counter (``itertools.count``: one C call under the GIL, whichever
+    of the two polling threads runs it); the report that completes the batch (and the sender's own
+    hold, released by ``sent``) hands it to ``KafkaSink._decisions_acked`` once. A failed report
+    finds its row by the record's value (rare: refused or undeliverable decisions only)."""
+
+    __slots__ = ("sink", "keys", "values", "topics", "partitions", "offsets", "stream_ms",
+                 "bad", "refused", "_count", "_last")
+
+    def __init__(self, sink: KafkaSink, keys: Sequence[bytes | None], values: Sequence[bytes],
+                 topics: Sequence[str], partitions: Sequence[int], offsets: Sequence[int],
+                 stream_ms: Sequence[int]) -> None:
+        self.sink = sink
+        self.keys, self.values = keys, values
+        self.topics, self.partitions, self.offsets, self.stream_ms = topics, partitions, offsets, stream_ms
+        self.bad: set[int] = set()  # rows not acknowledged (refused or failed)
+        self.refused: list[DeadLetter] = []  # refused at produce(): dead-lettered by the sender
+        self._count = count(1)
+        self._last = len(values) + 1  # every row's report + the sender's hold
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            value = msg.value()
+            i = next((j for j, v in enumerate(self.values) if v == value and j not in self.bad), None)
+            if i is not None:
+                self.bad.add(i)
+                self.sink._decision_failed(i, self, err, msg.topic() or "", at_produce=False)
+        self._tick()
+
+    def not_produced(self, i: int, err: KafkaError) -> None:
+        """Row ``i`` was not queued (produce() refused it, or the stop gave up): no report comes."""
+        self.bad.add(i)
+        self.sink._decision_failed(i, self, err, self.sink._topology.output.topic, at_produce=True)
+        self._tick()
+
+    def sent(self) -> None:
+        """Every row was handed to produce(): release the sender's hold."""
+        self._tick()
+
+    def _tick(self) -> None:
+        if next(self._count) == self._last:  # exactly one caller sees the last number
+            self.sink._decisions_acked(self)

@@ -39,7 +39,7 @@ from workers.engines import Engine
 from workers.features.base import FeatureReader
 from workers.pipeline.decode import DeadLetter
 from workers.pipeline.offsets import OffsetTracker
-from workers.pipeline.sink import RECORD_ERRORS, KafkaSink
+from workers.pipeline.sink import RECORD_ERRORS, KafkaSink, BatchAck
 from workers.pipeline.source import KafkaSource
 from workers.settings import Settings
 from workers.topology import Topology
@@ -115,17 +115,22 @@ class TransactionalSink(KafkaSink):
 
     def _ack(self, tp: tuple[str, int], offset: int, stream_ms: int | None,
              key: bytes | None = None) -> Any:
+        """The delivery callback of a dead letter (decisions: ``_decisions_acked`` per batch)."""
         def cb(err: KafkaError | None, msg: Message) -> None:
             if err is None:
-                if stream_ms is None:
-                    self.txn_dead += 1
-                else:
-                    self.txn_decisions += 1
-            elif err.code() in RECORD_ERRORS and stream_ms is not None:
-                self.refuse[(tp[0], tp[1], offset)] = err.name().lower()
+                self.txn_dead += 1
             # Any failure makes the transaction abortable: commit_transaction reports it.
 
         return cb
+
+    def _decision_failed(self, i: int, ack: BatchAck, err: KafkaError, topic: str, at_produce: bool) -> None:
+        if at_produce:  # dead-lettered inside this transaction, as outside one
+            super()._decision_failed(i, ack, err, topic, at_produce)
+        elif err.code() in RECORD_ERRORS:  # the transaction aborts; the redo dead-letters it
+            self.refuse[(ack.topics[i], ack.partitions[i], ack.offsets[i])] = err.name().lower()
+
+    def _decisions_acked(self, ack: BatchAck) -> None:
+        self.txn_decisions += len(ack.offsets) - len(ack.bad)
 
     def send_decisions(self, keys: Any, values: Any, topics: Any, partitions: Any, offsets: Any,
                        stream_ms: Any, traceparents: Any = None) -> None:
