@@ -413,7 +413,9 @@ def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str
     doc["goals"] = report.goals(doc["systems"])
 
     def label(e: dict[str, Any]) -> str:
-        return f"{e['name']} x{e['workers']}"
+        # The pass-through runs once per topology's events: name which, or the panels overwrite.
+        events = f" ({e['topology']} events)" if e["name"] == "passthrough" else ""
+        return f"{e['name']}{events} x{e['workers']}"
 
     out_dir = plan.run_dir
     title = f"streamscore bench e2e — {doc['machine']}"
