@@ -39,6 +39,7 @@ import numpy as np
 from workers.dev.producer import event_source, get_path
 from workers.events import ObjArray, OnlineFeatures
 from workers.model.manifest import load_manifest
+from workers.model.registry import resolve
 from workers.settings import PROJECT_ROOT, get_settings
 from workers.topology import load_topology
 
@@ -85,7 +86,8 @@ class _Bench:
 
         self.settings = settings = get_settings()
         self.topology = t = load_topology(topology_path)
-        self.manifest = man = load_manifest(settings.models_dir, t.model.name, t.model.version)
+        self.manifest = man = load_manifest(settings.models_dir, t.model.name,
+                                                resolve(settings.models_dir, t.model.name, t.model.version))
         self.quick = quick
         self._now = time.time()
         now_s = self._clock  # both readers judge staleness at the same instant

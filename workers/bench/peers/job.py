@@ -26,6 +26,7 @@ from workers.features.factory import make_reader
 from workers.model.fit import check_fit
 from workers.model.inputs import Assembler
 from workers.model.manifest import load_manifest
+from workers.model.registry import resolve
 from workers.pipeline.decide import Decider, ModelInfo
 from workers.pipeline.decode import DeadLetter, Decoder, KafkaMessage
 from workers.settings import Settings
@@ -49,13 +50,16 @@ class JobStats:
 class ScoringJob:
     def __init__(self, topology: Topology, settings: Settings) -> None:
         t = topology
-        manifest = load_manifest(settings.models_dir, t.model.name, t.model.version, variant=t.model.variant)
+        version = resolve(settings.models_dir, t.model.name, t.model.version)  # `latest` -> a number
+        manifest = load_manifest(settings.models_dir, t.model.name, version, variant=t.model.variant)
         check_fit(manifest, t)
+        self.manifest = manifest
         self.decoder = Decoder.of(t.input)
         self.reader = make_reader(t, settings, manifest)
         self._entities = dict(t.entities)
         self.assembler = Assembler(manifest.inputs, manifest.online_numeric)
-        self.engine = make_engine(t.model, settings.models_dir, max_batch=t.batching.max_batch,
+        self.engine = make_engine(t.model.model_copy(update={"version": version}), settings.models_dir,
+                                  max_batch=t.batching.max_batch,
                                   output=manifest.output.name)
         self.engine.load()
         self.engine.warm_up(default_buckets(t.batching.max_batch))
