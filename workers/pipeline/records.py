@@ -120,10 +120,9 @@ def event_json_schema(schema: EventSchema) -> dict[str, Any]:
                 s["maxLength"] = spec.max_length
             if spec.values is not None:
                 s["enum"] = [*spec.values, *([None] if not spec.required else [])]
-        if spec.min is not None:
-            s["minimum"] = spec.min
-        if spec.max is not None:
-            s["maximum"] = spec.max
+        for bound, v in (("minimum", spec.min), ("maximum", spec.max)):
+            if v is not None:  # an integer field's bounds as integers (the settings hold floats)
+                s[bound] = int(v) if spec.type == "integer" and float(v).is_integer() else v
         node["properties"][parts[-1]] = s
         if spec.required:
             node["required"].append(parts[-1])
