@@ -46,6 +46,12 @@ ABANDONED = KafkaError(KafkaError._PURGE_QUEUE, "not produced: the worker's stop
 Headers = list[tuple[str, str | bytes | None]]
 
 
+def kafka_error(exc: KafkaException) -> KafkaError:
+    """The KafkaError a KafkaException carries (librdkafka's code), or a generic one."""
+    err = exc.args[0] if exc.args else None
+    return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
+
+
 def producer_config(topology: Topology, settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         **settings.kafka_client_config(),
@@ -101,8 +107,7 @@ class KafkaSink:
                     return ABANDONED
                 self._producer.poll(0.05)
             except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
+                return kafka_error(exc)
 
     def _ack(self, tp: tuple[str, int], offset: int, stream_ms: int | None,
              key: bytes | None = None) -> Any:
@@ -167,8 +172,7 @@ class KafkaSink:
             except BufferError:
                 err = self._produce(out, v, k, ack, h)  # waits for room (or the stop gives up)
             except KafkaException as exc:
-                e = exc.args[0] if exc.args else None
-                err = e if isinstance(e, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
+                err = kafka_error(exc)
             if err is not None:
                 ack.not_produced(i, err)
         ack.sent()

@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from workers.bounded import left
 from workers.engines import Engine
 from workers.features.base import FeatureReader
 from workers.pipeline.decode import DeadLetter
 from workers.pipeline.offsets import OffsetTracker
-from workers.pipeline.sink import RECORD_ERRORS, KafkaSink, BatchAck
+from workers.pipeline.sink import RECORD_ERRORS, BatchAck, KafkaSink, kafka_error
 from workers.pipeline.source import KafkaSource
 from workers.settings import Settings
 from workers.topology import Topology
@@ -70,11 +69,6 @@ def transactional_id(topology: Topology, settings: Settings) -> str:
     return f"{topology.id}-{settings.instance_id or socket.gethostname()}"
 
 
-def _kafka_error(exc: KafkaException) -> KafkaError:
-    err = exc.args[0] if exc.args else None
-    return err if isinstance(err, KafkaError) else KafkaError(KafkaError._FAIL, str(exc))
-
-
 def call(fn: Callable[[], T], what: str, until: Callable[[], float | None] | None = None) -> T:
     """Run a transactional API call: retry retriable errors (until ``until()``, a
     time.monotonic() deadline or None for no limit), raise ``Abort`` / ``Fenced``."""
@@ -82,7 +76,7 @@ def call(fn: Callable[[], T], what: str, until: Callable[[], float | None] | Non
         try:
             return fn()
         except KafkaException as exc:
-            err = _kafka_error(exc)
+            err = kafka_error(exc)
             if err.fatal():
                 raise Fenced(err) from None
             if err.txn_requires_abort():
@@ -207,13 +201,7 @@ class ExactlyOnce:
             w.obs.stopped({"consumed": w.stats.consumed, "decisions": sink.acked_decisions,
                            "dead_letters": sink.acked_dead, "transactions": self.transactions,
                            "aborts": self.aborts, "error": w.error}, deadline)
-            if w.serving is not None:
-                w.serving.close(left(deadline))
-            self.reader.close()
-            close = getattr(w.live.current.engine if w.live else self.engine, "close", None)
-            if callable(close):
-                close()
-            w.obs.close_server()
+            w.release(self.reader, self.engine, deadline)
         if w._progress:
             w._progress(w)
         if w.error and not fenced:
@@ -309,7 +297,7 @@ class ExactlyOnce:
             # The grace period ran out with the broker unreachable: nothing more is committed;
             # the open transaction is aborted by the next instance (same transactional.id).
             w.error = (f"the transaction was not committed within the grace period "
-                       f"({_kafka_error(exc).str()}); its batch is redone after a restart")
+                       f"({kafka_error(exc).str()}); its batch is redone after a restart")
             return False
         self.transactions += 1
         w.stats.consumed += len(msgs)

@@ -232,14 +232,19 @@ class Worker:
             if self.watcher is not None:
                 self.watcher.stop()
             code = self._shutdown(stage)
-            if self.serving is not None:
-                self.serving.close(left(self._deadline()))
-            reader.close()
-            close = getattr(self.live.current.engine if self.live else engine, "close", None)
-            if callable(close):
-                close()
-            self.obs.close_server()
+            self.release(reader, engine, self._deadline())
         return code
+
+    def release(self, reader: FeatureReader, engine: Engine, deadline_s: float) -> None:
+        """The stop's last step in either delivery mode: serving (shadow flush within the
+        deadline), the store client, the live engine, the HTTP server."""
+        if self.serving is not None:
+            self.serving.close(left(deadline_s))
+        reader.close()
+        close = getattr(self.live.current.engine if self.live else engine, "close", None)
+        if callable(close):
+            close()
+        self.obs.close_server()
 
     # ---- consumer thread -------------------------------------------------------------------
     def _consume_loop(self) -> None:
