@@ -29,6 +29,16 @@ static PyObject *colons(PyObject *self, PyObject *arg)
     return PyLong_FromSsize_t(n);
 }
 
+static Py_ssize_t count_colons(const char *p, const char *end)
+{
+    Py_ssize_t n = 0;
+    while (p < end && (p = memchr(p, ':', (size_t)(end - p))) != NULL) {
+        n++;
+        p++;
+    }
+    return n;
+}
+
 static PyObject *key_colons(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -36,22 +46,29 @@ static PyObject *key_colons(PyObject *self, PyObject *arg)
         PyErr_SetString(PyExc_TypeError, "key_colons() takes bytes");
         return NULL;
     }
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
-    const unsigned char *end = p + PyBytes_GET_SIZE(arg);
+    const char *p = PyBytes_AS_STRING(arg);
+    const char *end = p + PyBytes_GET_SIZE(arg);
     Py_ssize_t n = 0;
+    /* memchr from quote to quote: colons between strings count; a quote preceded by an odd
+     * number of backslashes is escaped and does not end its string. */
     while (p < end) {
-        unsigned char c = *p++;
-        if (c == ':') {
-            n++;
-        } else if (c == '"') {  /* a string: skip to its closing quote, past backslash escapes */
-            while (p < end) {
-                c = *p++;
-                if (c == '\\') {
-                    p++;
-                } else if (c == '"') {
-                    break;
-                }
-            }
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (q == NULL) {
+            n += count_colons(p, end);
+            break;
+        }
+        n += count_colons(p, q);
+        p = q + 1;
+        for (;;) {  /* inside a string: find its closing quote */
+            q = memchr(p, '"', (size_t)(end - p));
+            if (q == NULL)
+                return PyLong_FromSsize_t(n);  /* unterminated: not JSON; the decoder says so */
+            const char *b = q;
+            while (b > p && b[-1] == '\\')
+                b--;
+            p = q + 1;
+            if (((q - b) & 1) == 0)
+                break;
         }
     }
     return PyLong_FromSsize_t(n);
