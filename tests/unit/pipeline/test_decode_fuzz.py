@@ -75,7 +75,7 @@ def test_any_field_values_are_validated_never_crash(over: dict[str, Any]) -> Non
        ts=st.integers(min_value=0, max_value=2**63 - 1), extra=st.dictionaries(st.text(max_size=8).filter(
            lambda k: k not in TOPOLOGY.input.schema_.fields), json_values, max_size=3))
 def test_valid_events_pass_with_their_values(amount: float, card: str, ts: int, extra: dict[str, Any]) -> None:
-    ev = good_event(amount=amount, card_id=card, event_time_ms=ts, **extra)
+    ev = {**good_event(amount=amount, card_id=card, event_time_ms=ts), **extra}  # an extra "i" is a key, not good_event(i)
     batch, dead = DECODER.decode([FakeMessage(dumps(ev))])
     assert dead == [] and len(batch) == 1
     assert batch.column("amount")[0] == amount and batch.column("card_id")[0] == card
