@@ -14,7 +14,7 @@ accepts or dead-letters it with its reason, so the two can never disagree on a r
   integer, which the exact path accepts) -> exact path;
 - msgspec keeps the last of duplicate keys and skips unknown ones, so an event is taken only when
   the payload's colons outside strings (``_scan.key_colons``, the keys of all its objects) are
-  exactly the schema fields it holds: then there is no duplicate, no unknown key, no nested object;
+  exactly the schema's keys it holds: then there is no duplicate and no unknown key at any level;
 - dotted (nested) field paths become nested Structs, and a function compiled per schema flattens
   a decoded event into the schema's order while counting the keys of each object (``_nested``).
 
