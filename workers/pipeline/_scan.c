@@ -12,23 +12,6 @@
 #include <Python.h>
 #include <string.h>
 
-static PyObject *colons(PyObject *self, PyObject *arg)
-{
-    (void)self;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "colons() takes bytes");
-        return NULL;
-    }
-    const char *p = PyBytes_AS_STRING(arg);
-    const char *end = p + PyBytes_GET_SIZE(arg);
-    Py_ssize_t n = 0;
-    while (p < end && (p = memchr(p, ':', (size_t)(end - p))) != NULL) {
-        n++;
-        p++;
-    }
-    return PyLong_FromSsize_t(n);
-}
-
 static Py_ssize_t count_colons(const char *p, const char *end)
 {
     Py_ssize_t n = 0;
@@ -37,6 +20,17 @@ static Py_ssize_t count_colons(const char *p, const char *end)
         p++;
     }
     return n;
+}
+
+static PyObject *colons(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "colons() takes bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(arg);
+    return PyLong_FromSsize_t(count_colons(p, p + PyBytes_GET_SIZE(arg)));
 }
 
 static PyObject *key_colons(PyObject *self, PyObject *arg)
