@@ -31,15 +31,11 @@ import numpy.typing as npt
 import orjson
 
 from workers.events import BoolArray, EventBatch
+# colons: memchr from C (workers/pipeline/_scan.c; bytes.count without a compiler, ~10x per event)
 from workers.pipeline.decode_fast import UNSET, FastDecoder
+from workers.pipeline.decode_fast import colons as _colons
 from workers.pipeline.duplicates import duplicate_keys
 from workers.schema import EventSchema, FieldSpec, split_path
-
-try:  # memchr from C (workers/pipeline/_scan.c); bytes.count costs ~10x as much per event
-    from workers.pipeline._scan import colons as _colons
-except ImportError:  # pragma: no cover - an install without a C compiler
-    def _colons(raw: bytes) -> int:
-        return raw.count(b":")
 
 if TYPE_CHECKING:
     from workers.topology import InputSpec

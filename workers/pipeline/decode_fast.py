@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - an install without a C compiler
     key_colons = colons
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-__all__ = ["FastDecoder", "UNSET", "key_colons"]
+__all__ = ["FastDecoder", "UNSET", "colons", "key_colons"]
 
 
 def _type(f: FieldSpec) -> Any | None:
