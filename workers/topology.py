@@ -99,6 +99,12 @@ class ModelSpec(_Model):
 class BatchingSpec(_Model):
     max_batch: int = Field(256, ge=1, le=65_536)
     max_wait_ms: int = Field(5, ge=0, le=10_000)
+    flush_when_idle: bool = Field(
+        True,
+        description="flush a partial batch at once when the scorer has nothing to do: max_wait_ms "
+                    "then bounds the wait only while the scorer is busy (natural batching: small "
+                    "batches at low load, full ones under load); false = always wait max_wait_ms",
+    )
     max_inflight_batches: int = Field(4, ge=1, description="queued batches before partitions pause")
     inline_max_batch: int = Field(
         64, ge=0, le=65_536,

@@ -1,7 +1,9 @@
 """Cross-key micro-batching of the whole consumed stream.
 
 A batch is flushed when it holds ``max_batch`` events or when its oldest event has waited
-``max_wait_ms``, whichever comes first. Pieces arrive as ``EventBatch`` column chunks (one per
+``max_wait_ms``, whichever comes first — or at once when the caller says the scorer is idle
+(``flush=True``: natural batching, so waiting buys nothing when nothing else is being scored; under
+load the scorer is busy and batches fill up). Pieces arrive as ``EventBatch`` column chunks (one per
 ``consume`` call) and are concatenated once per flush, not per event.
 """
 
@@ -30,13 +32,15 @@ class MicroBatcher:
         """How many events the next consume call should ask for."""
         return max(1, self.max_batch - self._size)
 
-    def offer(self, batch: EventBatch, now_ns: int) -> EventBatch | None:
-        """``add`` + ``ready`` in one call: a whole batch arriving at an empty batcher passes
-        straight through; otherwise the next ready batch, if any (call ``ready`` for more)."""
-        if self._size == 0 and len(batch) == self.max_batch:
+    def offer(self, batch: EventBatch, now_ns: int, flush: bool = False) -> EventBatch | None:
+        """``add`` + ``ready`` in one call: a whole batch arriving at an empty batcher (or any
+        batch with ``flush``) passes straight through; otherwise the next ready batch, if any
+        (call ``ready`` for more)."""
+        n = len(batch)
+        if self._size == 0 and 0 < n <= self.max_batch and (flush or n == self.max_batch):
             return batch
         self.add(batch, now_ns)
-        return self.ready(now_ns)
+        return self.ready(now_ns, flush)
 
     def add(self, batch: EventBatch, now_ns: int) -> None:
         if len(batch) == 0:
@@ -52,8 +56,9 @@ class MicroBatcher:
             return self.max_wait_ns / 1e9
         return max(0.0, (self._oldest_ns + self.max_wait_ns - now_ns) / 1e9)
 
-    def ready(self, now_ns: int) -> EventBatch | None:
-        """The next batch if full or timed out, else None. Call until it returns None."""
+    def ready(self, now_ns: int, flush: bool = False) -> EventBatch | None:
+        """The next batch if full or timed out (or anything pending, with ``flush``), else None.
+        Call until it returns None."""
         size = self._size
         if size == 0:
             return None
@@ -61,7 +66,7 @@ class MicroBatcher:
             whole = self._pieces[0]
             self._pieces, self._size, self._oldest_ns = [], 0, None
             return whole
-        if size < self.max_batch and self.time_left_s(now_ns) > 0:
+        if size < self.max_batch and not flush and self.time_left_s(now_ns) > 0:
             return None
         return self._take(now_ns)
 

@@ -60,6 +60,11 @@ class ScoringStage:
     def qsize(self) -> int:
         return self._queue.qsize()
 
+    def idle(self) -> bool:
+        """Nothing queued or being scored on the scoring thread (read from the consumer thread: a
+        stale answer only moves one flush by a loop turn)."""
+        return self._submitted == self._completed
+
     def submit(self, batch: EventBatch, timeout: float | None = None) -> bool:
         """Score ``batch`` inline (small, scorer idle) or queue it; False if the queue stayed full
         for ``timeout`` seconds (the caller pauses its input and tries again)."""

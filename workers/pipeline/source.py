@@ -161,8 +161,21 @@ class KafkaSource:
         log.warning("partitions lost (session expired): %s; their uncommitted work is redelivered "
                     "to the new owner", sorted(tps))
 
-    def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
-        msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+    def consume(self, max_messages: int, timeout_s: float, fill: bool = False) -> list[Message]:
+        """Up to ``max_messages`` that are here now; if none are, wait up to ``timeout_s`` for the
+        first and return it with whatever else arrived with it.
+
+        Never waits for a fuller batch (``Consumer.consume(n, timeout)`` waits until it has ``n`` or
+        the timeout passed: at low load that is ``timeout`` of latency on every event); how long
+        to wait for more is the batcher's call, which knows whether the scorer is busy. ``fill``:
+        that wait for a full batch after all (``batching.flush_when_idle: false``).
+        """
+        c = self._consumer
+        msgs = c.consume(num_messages=max_messages, timeout=timeout_s if fill else 0)
+        if not msgs and timeout_s > 0 and not fill:
+            msgs = c.consume(num_messages=1, timeout=timeout_s)
+            if msgs and max_messages > 1:
+                msgs += c.consume(num_messages=max_messages - 1, timeout=0)
         if not msgs:
             return msgs
         errors = list(map(_error_of, msgs))  # in C: no Python frame per message

@@ -242,7 +242,9 @@ class ExactlyOnce:
         last_msg = last_progress = time.monotonic()
         while not w._stop.is_set():
             t_consume = time.perf_counter()
-            msgs = src.consume(b.max_batch, max(b.max_wait_ms, 1) / 1e3)
+            # One transaction per consume: with flush_when_idle, what is here (more arrives while
+            # a transaction commits: natural batching); else wait for a full batch.
+            msgs = src.consume(b.max_batch, max(b.max_wait_ms, 1) / 1e3, fill=not b.flush_when_idle)
             now = time.monotonic()
             w.obs.loop(0, 0, 0)  # liveness: the loop turns
             if msgs:

@@ -122,6 +122,7 @@ class Worker:
         self._stop_at: float | None = None  # time.monotonic() of the stop signal: the grace starts
         b = topology.batching
         self._batcher = MicroBatcher(b.max_batch, b.max_wait_ms)
+        self._flush_when_idle = b.flush_when_idle
         self._backpressure = Backpressure(b.max_inflight_batches)
         self._stage: ScoringStage | None = None
         self._decoder = Decoder.of(topology.input)
@@ -251,6 +252,7 @@ class Worker:
         assert self.source is not None and self.sink is not None
         src, sink, batcher, stage = self.source, self.sink, self._batcher, self._stage
         assert stage is not None
+        flush_when_idle = self._flush_when_idle
         last_commit = last_progress = last_msg = time.monotonic_ns()
         while not self._stop.is_set():
             if src.paused:
@@ -261,7 +263,10 @@ class Worker:
                 timeout = 0.0  # paused partitions return nothing; this keeps the group alive
             else:
                 # The batcher runs on the wall clock (time.time_ns), like the events' timestamps.
-                timeout = max(batcher.time_left_s(time.time_ns()), 0.001)
+                left = batcher.time_left_s(time.time_ns())
+                if flush_when_idle and len(batcher):
+                    left = min(left, 0.001)  # pending while the scorer is busy: look again soon
+                timeout = max(left, 0.001)
             t_consume = time.perf_counter()
             msgs = src.consume(batcher.room(), timeout)
             now_wall = time.time_ns()
@@ -279,7 +284,9 @@ class Worker:
                 if dead:
                     self.count_dead(dead, to_metrics=False)  # obs.decoded counted them
                     sink.send_dead_letters(dead, dead_parents)
-            ready = batcher.offer(batch, now_wall) if msgs else batcher.ready(time.time_ns())
+            # Natural batching: nothing is being scored, so waiting for more would only add latency.
+            idle = flush_when_idle and stage.idle()
+            ready = batcher.offer(batch, now_wall, idle) if msgs else batcher.ready(time.time_ns(), idle)
             while ready is not None:
                 self._enqueue(ready)
                 ready = batcher.ready(time.time_ns())

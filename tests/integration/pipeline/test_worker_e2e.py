@@ -212,6 +212,30 @@ def test_backpressure_pauses_when_scoring_is_slow(feature_store: Settings,
     assert w.sink.acked_dead == len(bad)
 
 
+@pytest.mark.parametrize("flush_when_idle", [True, False])
+def test_natural_batching_scores_a_partial_batch_at_once_when_the_scorer_is_idle(
+        feature_store: Settings, it_topology: Topology, flush_when_idle: bool) -> None:
+    """A few events and a long max_wait_ms: with flush_when_idle (the default) they are scored as
+    soon as they arrive, the scorer being idle; without it they wait max_wait_ms for a fuller batch."""
+    t = it_topology.model_copy(update={"batching": it_topology.batching.model_copy(
+        update={"max_batch": 256, "max_wait_ms": 2000, "flush_when_idle": flush_when_idle})})
+    p = Producer(feature_store.kafka_client_config())
+    events = event_source(t, 5, time.time_ns() // 1_000_000)
+    for _ in range(5):
+        ev = dict(next(events))
+        p.produce(t.input.topic, orjson.dumps(ev), event_key(t, ev))
+    assert p.flush(30) == 0
+    w = Worker(t, feature_store, max_events=5, idle_exit_s=60, install_signals=False)
+    assert w.run() == 0
+    recs = [orjson.loads(m.value()) for m in read_all(feature_store, t.output.topic)]
+    assert len(recs) == 5
+    in_worker = [r["timings_ms"]["in_worker"] for r in recs]
+    if flush_when_idle:
+        assert max(in_worker) < 1000, in_worker
+    else:
+        assert min(in_worker) >= 1900, in_worker
+
+
 def test_worker_with_int8_model(feature_store: Settings, it_topology: Topology) -> None:
     """The INT8 variant of fraud_mlp v1 (from `streamscore model quantize`) serves through the same worker."""
     t = it_topology.model_copy(update={"model": it_topology.model.model_copy(

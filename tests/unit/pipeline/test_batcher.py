@@ -51,6 +51,28 @@ def test_flush_at_max_wait() -> None:
     assert out is not None and len(out) == 2 and len(b) == 0
 
 
+def test_flush_when_the_scorer_is_idle_takes_what_is_pending_at_once() -> None:
+    b = MicroBatcher(max_batch=100, max_wait_ms=1000)
+    small = make(2, 0)
+    assert b.offer(small, 0, flush=True) is small and len(b) == 0  # empty batcher: as it came
+    assert b.offer(make(3, 2), 0) is None and len(b) == 3  # scorer busy: it waits
+    out = b.offer(make(2, 5), 0, flush=True)  # scorer idle: pending and new go together, in order
+    assert out is not None and out.offset.tolist() == [2, 3, 4, 5, 6] and len(b) == 0
+    assert b.offer(make(0), 0, flush=True) is None and len(b) == 0  # nothing to flush
+    b.add(make(1, 7), 0)
+    out = b.ready(0, flush=True)
+    assert out is not None and out.offset.tolist() == [7]
+
+
+def test_flush_still_caps_batches_at_max_batch() -> None:
+    b = MicroBatcher(max_batch=4, max_wait_ms=1000)
+    b.add(make(3, 0), 0)
+    out = b.offer(make(3, 3), 0, flush=True)
+    assert out is not None and out.offset.tolist() == [0, 1, 2, 3]
+    rest = b.ready(0, flush=True)
+    assert rest is not None and rest.offset.tolist() == [4, 5] and len(b) == 0
+
+
 def test_drain_splits_into_max_batches() -> None:
     b = MicroBatcher(max_batch=3, max_wait_ms=1000)
     b.add(make(8), now_ns=0)

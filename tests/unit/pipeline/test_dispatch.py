@@ -44,10 +44,13 @@ def test_order_is_kept_when_a_batch_is_still_being_scored() -> None:
     rec.gate.clear()  # the scorer holds the first batch
     stage = ScoringStage(rec.score, lambda b, e: None, max_inflight=4, inline_max_batch=64)
     stage.start()
+    assert stage.idle()
     assert stage.submit(batch(100, 0))  # too big for inline: queued
+    assert not stage.idle()  # the consumer's batcher keeps waiting for a fuller batch
     assert stage.submit(batch(1, 1000))  # small, but a batch is in flight: queued behind it
     rec.gate.set()
     stage.join()
+    assert stage.idle()
     assert [o for o, _ in rec.seen] == [0, 1000]
     assert all(t == "scorer" for _, t in rec.seen) and stage.inline_batches == 0
     assert stage.submit(batch(1, 2000))  # idle again: inline

@@ -4,8 +4,9 @@ Batch consume -> produce the same key and bytes -> commit an input offset only a
 consumed before it was acknowledged (at-least-once, like the worker). Same consumer and producer
 settings as the topology gives the worker (``kafka.consumer`` / ``kafka.producer``), same batch
 size (``batching.max_batch``), commits every 200 ms like the worker. No decoding, no features, no
-model: what any Python Kafka consumer pays to move an event. ``consume`` waits at most
-``batching.max_wait_ms`` for a full batch, the worker's bound.
+model: what any Python Kafka consumer pays to move an event. Batching like the worker's (natural
+batching): what has arrived, up to ``max_batch``; only when nothing has, a wait of at most
+``batching.max_wait_ms`` for the first record.
 
     python -m workers.bench.peers.passthrough --topology F --input T --output O --dead-letter D \
         --group G --stats PATH
@@ -79,8 +80,14 @@ def main(argv: list[str]) -> int:
     out = t.output.topic
     last_commit = time.monotonic()
     while not stop:
-        # consume() waits for a full batch or the timeout: the worker's max_wait_ms bounds both.
-        msgs = c.consume(num_messages=t.batching.max_batch, timeout=max(t.batching.max_wait_ms, 1) / 1000)
+        # What is here now, up to max_batch; if nothing, wait (max_wait_ms) for the first and take
+        # what came with it: the worker's natural batching (consume(n, timeout) would wait for n).
+        n = t.batching.max_batch
+        msgs = c.consume(num_messages=n, timeout=0)
+        if not msgs:
+            msgs = c.consume(num_messages=1, timeout=max(t.batching.max_wait_ms, 1) / 1000)
+            if msgs and n > 1:
+                msgs += c.consume(num_messages=n - 1, timeout=0)
         if msgs:
             good = [m for m in msgs if m.error() is None]
             offsets = {(m.topic() or "", m.partition() or 0): m.offset() or 0 for m in good}
