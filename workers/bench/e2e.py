@@ -370,7 +370,7 @@ def systems_for(topology_paths: list[str], kinds: list[str], peer_topology: str)
 def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str, Any]:
     settings = get_settings()
     preflight(settings)
-    load_start = os.getloadavg()
+    load_start, ticks_start = os.getloadavg(), report.cpu_ticks()
     pools: dict[str, Pool] = {}
     runs: list[Run] = []
     references: dict[tuple[str, int], readback.PhaseResult] = {}
@@ -380,7 +380,9 @@ def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str
             pools[s.topology.id] = make_pool(s.topology, min(max(plan.events, 1000), 200_000))
     for w in plan.workers:
         for s in systems:
+            ticks = report.cpu_ticks()
             r = SystemRun(settings, s, w, pools[s.topology.id], plan, progress).run()
+            r.entry["cpu_steal_pct"] = report.steal_pct(ticks, report.cpu_ticks())
             if r.max_phase is not None:
                 ref_key = (s.topology.id, plan.workers[0])
                 if s.kind == "streamscore" and w == plan.workers[0]:
@@ -396,13 +398,14 @@ def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str
             (plan.run_dir / "e2e.partial.json").write_bytes(orjson.dumps(
                 {"machine": report.machine(load_start, os.getloadavg()), "partial": True,
                  "systems": [x.entry for x in runs]}, option=orjson.OPT_INDENT_2))
-    load_end = os.getloadavg()
+    load_end, steal = os.getloadavg(), report.steal_pct(ticks_start, report.cpu_ticks())
     doc: dict[str, Any] = {
-        "machine": report.machine(load_start, load_end),
+        "machine": report.machine(load_start, load_end, steal),
         "run": {"events": plan.events, "rates": list(plan.rates), "rate_s": plan.rate_s,
                 "workers": list(plan.workers), "quick": plan.quick, "max_s": plan.max_s,
                 "load_average_start": [round(x, 2) for x in load_start],
                 "load_average_end": [round(x, 2) for x in load_end],
+                "cpu_steal_pct": steal,
                 "event_bytes": {t: round(p.mean_bytes, 1) for t, p in pools.items()},
                 "latency": "broker LogAppendTime of the input event -> broker LogAppendTime of its "
                            "decision (or pass-through record), read back by a consumer after each "

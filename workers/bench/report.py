@@ -11,7 +11,31 @@ from typing import Any
 from workers.settings import PROJECT_ROOT
 
 
-def machine(load_start: Sequence[float], load_end: Sequence[float] | None) -> str:
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the whole machine since boot (/proc/stat), None off Linux.
+
+    Steal is time the hypervisor gave this VM's CPUs to someone else: on a shared machine it is
+    what makes the same run's p99 swing between runs, so the report names it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def steal_pct(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Share of all CPU time between two ``cpu_ticks`` readings the hypervisor stole, in %."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return round(100.0 * (end[0] - start[0]) / (end[1] - start[1]), 1)
+
+
+def machine(load_start: Sequence[float], load_end: Sequence[float] | None,
+            steal: float | None = None) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -25,6 +49,8 @@ def machine(load_start: Sequence[float], load_end: Sequence[float] | None) -> st
     except (ValueError, OSError):
         mem_gb = 0.0
     la = f"load average {load_start[0]:.2f} at start" + (f", {load_end[0]:.2f} at end" if load_end else "")
+    if steal is not None:
+        la += f"; CPU steal {steal:.1f}% of CPU time during the run (the hypervisor's other guests)"
     return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GB, Linux {platform.release()}, Python "
             f"{platform.python_version()}; Kafka broker and Redis on the same machine; {la}")
 
@@ -94,7 +120,7 @@ def table(doc: dict[str, Any]) -> str:
     rates = [str(r) for r in doc["run"]["rates"]]
     head = (f"{'system':<26}{'topology':<14}{'w':>2} {'max ev/s':>10} {'vs ceil':>7}  "
             + "".join(f"{r + '/s p50/p99':>16}" for r in rates)
-            + f"{'80%max p50/p99':>18} {'cpu µs/ev':>9} {'RSS MB':>7}  decisions")
+            + f"{'80%max p50/p99':>18} {'cpu µs/ev':>9} {'RSS MB':>7} {'steal%':>6}  decisions")
     lines = [f"machine: {doc['machine']}", "latency: ms, " + doc["run"]["latency"], "", head, "-" * len(head)]
     for s in systems:
         ceil = _find(systems, "passthrough", s["topology"], s["workers"])
@@ -104,10 +130,13 @@ def table(doc: dict[str, Any]) -> str:
         eq = ("reference" if d.get("is_reference") else
               f"{d['compared'] - d['different']}/{d['compared']} equal" if "compared" in d else "-")
         k80_txt = f"{_lat(s, k80)} @{k80}" if k80 else "-"
+        steal = s.get("cpu_steal_pct")
+        steal_txt = "-" if steal is None else f"{steal:.1f}"
         lines.append(f"{s['name']:<26}{s['topology']:<14}{s['workers']:>2} {s['max_events_per_s']:>10,.0f} {ratio:>7}  "
                      + "".join(f"{_lat(s, r):>16}" for r in rates)
-                     + f"{k80_txt:>18} {s['cpu_us_per_event']:>9.0f} {s['peak_rss_mb']:>7.0f}  {eq}")
-    lines.append("n/a: rate above that system's maximum, not offered")
+                     + f"{k80_txt:>18} {s['cpu_us_per_event']:>9.0f} {s['peak_rss_mb']:>7.0f} {steal_txt:>6}  {eq}")
+    lines.append("n/a: rate above that system's maximum, not offered; steal%: share of the machine's "
+                 "CPU time the hypervisor gave other guests while that system ran (/proc/stat)")
     for s in systems:
         if not s["name"].startswith("streamscore:") or not s.get("stages_ms"):
             continue
