@@ -84,6 +84,18 @@ def consumer_config(topology: Topology, settings: Settings) -> dict[str, Any]:
 _error_of = Message.error
 
 
+def consume_arrived(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Natural batching's consume: up to ``max_messages`` already fetched; if none are, wait up to
+    ``timeout_s`` for the first and return it with whatever arrived with it (error records
+    included: the caller filters)."""
+    msgs = consumer.consume(num_messages=max_messages, timeout=0)
+    if not msgs and timeout_s > 0:
+        msgs = consumer.consume(num_messages=1, timeout=timeout_s)
+        if msgs and max_messages > 1:
+            msgs += consumer.consume(num_messages=max_messages - 1, timeout=0)
+    return msgs
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -170,12 +182,10 @@ class KafkaSource:
         to wait for more is the batcher's call, which knows whether the scorer is busy. ``fill``:
         that wait for a full batch after all (``batching.flush_when_idle: false``).
         """
-        c = self._consumer
-        msgs = c.consume(num_messages=max_messages, timeout=timeout_s if fill else 0)
-        if not msgs and timeout_s > 0 and not fill:
-            msgs = c.consume(num_messages=1, timeout=timeout_s)
-            if msgs and max_messages > 1:
-                msgs += c.consume(num_messages=max_messages - 1, timeout=0)
+        if fill:
+            msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        else:
+            msgs = consume_arrived(self._consumer, max_messages, timeout_s)
         if not msgs:
             return msgs
         errors = list(map(_error_of, msgs))  # in C: no Python frame per message

@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from workers.bench.peers.common import bench_topology, peer_parser, write_stats
+from workers.pipeline.source import consume_arrived
 from workers.settings import get_settings
 
 
@@ -82,12 +83,7 @@ def main(argv: list[str]) -> int:
     while not stop:
         # What is here now, up to max_batch; if nothing, wait (max_wait_ms) for the first and take
         # what came with it: the worker's natural batching (consume(n, timeout) would wait for n).
-        n = t.batching.max_batch
-        msgs = c.consume(num_messages=n, timeout=0)
-        if not msgs:
-            msgs = c.consume(num_messages=1, timeout=max(t.batching.max_wait_ms, 1) / 1000)
-            if msgs and n > 1:
-                msgs += c.consume(num_messages=n - 1, timeout=0)
+        msgs = consume_arrived(c, t.batching.max_batch, max(t.batching.max_wait_ms, 1) / 1000)
         if msgs:
             good = [m for m in msgs if m.error() is None]
             offsets = {(m.topic() or "", m.partition() or 0): m.offset() or 0 for m in good}
