@@ -41,6 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -343,7 +344,10 @@ def max_rate(out_ts_ms: list[int], fill_end_ms: int) -> tuple[float, str | None]
 
 # ---- the whole run -------------------------------------------------------------------------
 
-def preflight(settings: Settings) -> None:
+def preflight(settings: Settings, systems: Sequence[System] = ()) -> None:
+    """The stack answers and every topology's features are materialized: a run against an empty
+    store would time every system on default features (each decision flagged degraded) and report
+    the goals as missed for a reason that is not the system's."""
     from workers.dev import stack as devstack
 
     st = devstack.status(settings)
@@ -354,6 +358,39 @@ def preflight(settings: Settings) -> None:
     if not st.redis_running:
         raise BenchError(f"Redis at {settings.redis_url} did not answer — run `streamscore setup "
                          "--topology topologies/fraud.yaml`")
+    seen: dict[str, str] = {}
+    for s in systems:
+        if s.topology.features is not None and s.decides:
+            seen.setdefault(s.topology.id, s.topology_path)
+    for tid, path in seen.items():
+        empty = unmaterialized_views(settings, path)
+        if empty:
+            raise BenchError(f"topology {tid}: the online store at {settings.redis_url} holds no materialized "
+                             f"features for views {empty} — run `streamscore setup --topology {path}` first")
+
+
+def unmaterialized_views(settings: Settings, topology_path: str) -> list[str]:
+    """The topology's feature views that ``setup`` has not materialized into the online store;
+    a BenchError when its reader cannot even be built (no Feast registry, a missing model)."""
+    from workers.features.factory import make_reader
+    from workers.features.health import GuardedReader
+    from workers.model.manifest import load_manifest
+    from workers.model.registry import resolve
+
+    topology = load_topology(topology_path)
+    models = settings.models_dir
+    try:
+        manifest = load_manifest(models, topology.model.name,
+                                 resolve(models, topology.model.name, topology.model.version),
+                                 variant=topology.model.variant)
+        reader = make_reader(topology, settings, manifest)
+    except Exception as exc:  # noqa: BLE001 - said with what to do
+        raise BenchError(f"topology {topology.id}: its model or feature reader could not be built ({exc}) — "
+                         f"run `streamscore setup --topology {topology_path}` first") from exc
+    try:
+        return reader.empty_views() if isinstance(reader, GuardedReader) else []
+    finally:
+        reader.close()
 
 
 def systems_for(topology_paths: list[str], kinds: list[str], peer_topology: str) -> list[System]:
@@ -369,7 +406,7 @@ def systems_for(topology_paths: list[str], kinds: list[str], peer_topology: str)
 
 def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str, Any]:
     settings = get_settings()
-    preflight(settings)
+    preflight(settings, systems)
     load_start, ticks_start = os.getloadavg(), report.cpu_ticks()
     pools: dict[str, Pool] = {}
     runs: list[Run] = []
@@ -435,8 +472,8 @@ def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str
 def run_soak(seconds: float, rate: int, topology_path: str, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """streamscore alone at ``rate`` for ``seconds``: RSS sampled every 5 s; growth after warm-up."""
     settings = get_settings()
-    preflight(settings)
     t = load_topology(topology_path)
+    preflight(settings, [System("streamscore", topology_path, t)])
     plan = Plan(0, (), 0.0, (1,), 0.0, False, run_dir)
     sr = SystemRun(settings, System("streamscore", topology_path, t), 1, make_pool(t, 100_000), plan, progress)
     progress.prefix = f"[soak {sr.sys.name}]"

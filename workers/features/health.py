@@ -163,6 +163,12 @@ class GuardedReader:
     def inner(self) -> FeatureReader:
         return self._reader
 
+    def empty_views(self) -> list[str]:
+        """The views without a materialization sentinel (asked now; [] when the store cannot be
+        asked: a read says why)."""
+        self._health.recheck()
+        return self._health.empty_views()
+
     def fetch(self, entities: dict[str, ObjArray], timeout_s: float | None = None) -> OnlineFeatures:
         out = self._reader.fetch(entities, timeout_s)
         if out.degraded:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from workers.bench.e2e import main
 from workers.settings import Settings
 
@@ -36,3 +38,21 @@ def test_bench_e2e_quick(feature_store: Settings, tmp_path: Path) -> None:
         assert d["different"] == 0, d.get("examples")
     for png in doc["plots"].values():
         assert Path(png).stat().st_size > 1000 and Path(png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_e2e_refuses_a_store_without_materialized_features(feature_store: Settings) -> None:
+    """Run against an unmaterialized store, every system would be timed on default features (each
+    decision flagged degraded): refused before the first system starts, saying what to run."""
+
+    from workers.bench.e2e import System, preflight
+    from workers.bench.load import BenchError
+    from workers.topology import load_topology
+
+    fraud = System("streamscore", "topologies/fraud.yaml", load_topology("topologies/fraud.yaml"))
+    preflight(feature_store, [fraud])  # materialized by the fixture: no refusal
+    empty_db = feature_store.model_copy(update={"redis_url": feature_store.redis_url.rsplit("/", 1)[0] + "/7"})
+    with pytest.raises(BenchError, match=r"no materialized features for views \[.*card_profile.*\].*"
+                                         r"streamscore setup --topology topologies/fraud.yaml"):
+        preflight(empty_db, [fraud])
+    # the pass-through reads no features: nothing to refuse
+    preflight(empty_db, [System("passthrough", "topologies/fraud.yaml", fraud.topology)])
