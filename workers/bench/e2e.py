@@ -41,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -462,11 +462,20 @@ def run_bench(plan: Plan, systems: list[System], progress: Progress) -> dict[str
     doc["plots"] = {
         "latency_cdf": str(plots.latency_cdf(out_dir / "latency-cdf.png",
                                              {label(r.entry): r.cdf for r in runs}, title)),
-        "throughput": str(plots.throughput(out_dir / "throughput.png",
-                                           {label(r.entry): (r.entry["max_events_per_s"], r.offered) for r in runs},
-                                           title)),
+        "throughput": str(plots.throughput(out_dir / "throughput.png", throughput_panels(runs, label), title)),
     }
     return doc
+
+
+def throughput_panels(runs: Sequence[Run], label: Callable[[dict[str, Any]], str]
+                      ) -> dict[str, dict[str, tuple[float | None, list[tuple[float, float]]]]]:
+    """The throughput plot's panels: one per topology's events and worker count, in run order."""
+    panels: dict[str, dict[str, tuple[float | None, list[tuple[float, float]]]]] = {}
+    for r in runs:
+        e = r.entry
+        group = f"{e['topology']} events, {e['workers']} worker process{'es' if e['workers'] != 1 else ''}"
+        panels.setdefault(group, {})[label(e)] = (e["max_events_per_s"], r.offered)
+    return panels
 
 
 def run_soak(seconds: float, rate: int, topology_path: str, run_dir: Path, progress: Progress) -> dict[str, Any]:
