@@ -106,6 +106,7 @@ class TransactionalSink(KafkaSink):
         self.refuse: dict[Position, str] = {}  # input position -> why its decision was refused
         self.txn_decisions = 0
         self.txn_dead = 0
+        self._txn_ms: list[int] = []  # stream times of the open transaction's acknowledged decisions
 
     def _ack(self, tp: tuple[str, int], offset: int, stream_ms: int | None,
              key: bytes | None = None) -> Any:
@@ -125,6 +126,19 @@ class TransactionalSink(KafkaSink):
 
     def _decisions_acked(self, ack: BatchAck) -> None:
         self.txn_decisions += len(ack.offsets) - len(ack.bad)
+        bad, ms = ack.bad, ack.stream_ms
+        self._txn_ms.extend(ms if not bad else [ms[i] for i in range(len(ms)) if i not in bad])
+
+    def committed(self) -> None:
+        """The open transaction committed: its decisions count, and their end-to-end latency
+        (event -> decision visible to read_committed readers) feeds the summary and the
+        ``streamscore_e2e_latency_seconds`` histogram. An aborted transaction's do not."""
+        self.acked_decisions += self.txn_decisions
+        self.acked_dead += self.txn_dead
+        with self._drain_lock:
+            self._acked_ts.extend(self._txn_ms)
+        self._txn_ms = []
+        self._drain_acks()
 
     def send_decisions(self, keys: Any, values: Any, topics: Any, partitions: Any, offsets: Any,
                        stream_ms: Any, traceparents: Any = None) -> None:
@@ -145,6 +159,7 @@ class TransactionalSink(KafkaSink):
 
     def begin(self) -> None:
         self.txn_decisions = self.txn_dead = 0
+        self._txn_ms = []
         self._producer.begin_transaction()
 
 
@@ -175,6 +190,7 @@ class ExactlyOnce:
         try:
             src.check_broker()
             w.obs.start(src.assignment, w._counts, w._model_now)
+            sink.on_acked = w.obs.acked_hook()
             start_by = time.monotonic() + 60.0
             call(lambda: sink.producer.init_transactions(5.0), "init_transactions",
                  lambda: min(start_by, self._until() or start_by))
@@ -303,8 +319,7 @@ class ExactlyOnce:
             return False
         self.transactions += 1
         w.stats.consumed += len(msgs)
-        sink.acked_decisions += sink.txn_decisions
-        sink.acked_dead += sink.txn_dead
+        sink.committed()
         if dead:
             w.count_dead(dead, to_metrics=False)  # obs.decoded counted them
         for t, p, o in [k for k in sink.refuse if (k[0], k[1]) in first]:

@@ -60,4 +60,8 @@ def test_a_refused_decision_is_dead_lettered_alone(feature_store: Settings, it_t
     assert got.dead[huge_pos][0].startswith("decision_refused:"), got.dead[huge_pos]
     assert w.sink is not None
     assert w.stats.consumed == w.sink.acked_decisions + w.sink.acked_dead == n
+    # Each acknowledged (exactly_once: committed) decision's end-to-end latency is measured once;
+    # the aborted transaction's decisions are not (before: none at all under exactly_once).
+    assert len(w.sink.e2e_ms) == w.sink.acked_decisions == n - 1
+    assert all(ms >= 0 for ms in w.sink.e2e_ms)
 
