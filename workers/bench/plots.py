@@ -45,7 +45,7 @@ def latency_cdf(path: Path, systems: Mapping[str, Mapping[str, list[tuple[float,
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, layout="constrained")
     panels = list(axes.flat)
-    if common is not None:  # first: every system at the one rate all were offered
+    if common is not None:  # first: the systems measured at the rate most share
         ax = panels.pop(0)
         palette = plt.get_cmap("tab10" if len(systems) <= 10 else "tab20")
         for i, (label, curves) in enumerate(systems.items()):
@@ -66,7 +66,7 @@ def latency_cdf(path: Path, systems: Mapping[str, Mapping[str, list[tuple[float,
         for rate, pts in curves.items():
             if pts:
                 xs = [max(p[0], 0.5) for p in pts]
-                ax.step(xs, [p[1] for p in pts], where="post", label=rate if rate.endswith("/s") else f"{rate}/s")
+                ax.step(xs, [p[1] for p in pts], where="post", label=f"{rate}/s")
         ax.set_xscale("log")
         ax.set_ylim(0, 1.001)
         ax.set_title(label, fontsize=10)

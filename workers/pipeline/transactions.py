@@ -104,7 +104,6 @@ class TransactionalSink(KafkaSink):
             "transaction.timeout.ms": topology.kafka.producer.get("transaction.timeout.ms", 10_000),
         })
         self.refuse: dict[Position, str] = {}  # input position -> why its decision was refused
-        self.txn_decisions = 0
         self.txn_dead = 0
         self._txn_ms: list[int] = []  # stream times of the open transaction's acknowledged decisions
 
@@ -125,7 +124,6 @@ class TransactionalSink(KafkaSink):
             self.refuse[(ack.topics[i], ack.partitions[i], ack.offsets[i])] = err.name().lower()
 
     def _decisions_acked(self, ack: BatchAck) -> None:
-        self.txn_decisions += len(ack.offsets) - len(ack.bad)
         bad, ms = ack.bad, ack.stream_ms
         self._txn_ms.extend(ms if not bad else [ms[i] for i in range(len(ms)) if i not in bad])
 
@@ -133,7 +131,7 @@ class TransactionalSink(KafkaSink):
         """The open transaction committed: its decisions count, and their end-to-end latency
         (event -> decision visible to read_committed readers) feeds the summary and the
         ``streamscore_e2e_latency_seconds`` histogram. An aborted transaction's do not."""
-        self.acked_decisions += self.txn_decisions
+        self.acked_decisions += len(self._txn_ms)
         self.acked_dead += self.txn_dead
         with self._drain_lock:
             self._acked_ts.extend(self._txn_ms)
@@ -158,7 +156,7 @@ class TransactionalSink(KafkaSink):
         self.send_dead_letters(refused)
 
     def begin(self) -> None:
-        self.txn_decisions = self.txn_dead = 0
+        self.txn_dead = 0
         self._txn_ms = []
         self._producer.begin_transaction()
 
